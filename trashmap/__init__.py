@@ -1,0 +1,1 @@
+"""trashmap: the `trashmap` command that fronts the web app, the workers and ml/."""

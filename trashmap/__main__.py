@@ -1,0 +1,3 @@
+from trashmap.cli import main
+
+main()

@@ -1,0 +1,272 @@
+"""The `trashmap` command: one entry point for the service, the workers, the database and ml/.
+
+Heavy modules (torch, Flask, Celery) are imported inside each command, so `trashmap web`
+never loads torch and `trashmap --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+logger = logging.getLogger("trashmap")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from web.settings import Settings, SettingsError
+
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """trashmap: crowdsourced photos of litter -> detections -> a debris map.
+
+    Settings come from TRASHMAP_* environment variables (see .env.example). With none
+    set, everything runs embedded: SQLite files under ./var and no server to install.
+    """
+
+
+# --- the service -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, help="TCP port of the web app.")
+@click.option("--untrained", is_flag=True, help="Run a random detector when no weights are set.")
+@click.option(
+    "--demo",
+    "demo_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Upload every photo in this folder once the service is up, and print the results.",
+)
+@click.option("--exit-after-demo", is_flag=True, help="Stop the service after the demo.")
+@click.option("--demo-timeout", default=900, show_default=True, help="Seconds to wait for results.")
+def up(
+    host: str, port: int, untrained: bool, demo_dir: Path | None, exit_after_demo: bool,
+    demo_timeout: int,
+) -> None:
+    """Run everything on one machine: migrate, one detection worker and the web app.
+
+    The embedded default keeps the database and the queue in SQLite files under ./var
+    (TRASHMAP_DATA_DIR). Stop with Ctrl-C.
+    """
+    from web import migrate
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    migrate.upgrade(settings)
+    env = dict(os.environ)
+    env.setdefault("TRASHMAP_DATA_DIR", str(settings.data_dir))
+    worker_cmd = [sys.executable, "-m", "trashmap", "worker"] + (["--untrained"] if untrained else [])
+    web_cmd = [sys.executable, "-m", "trashmap", "web", "--host", host, "--port", str(port),
+               "--workers", "1"]
+    children = [subprocess.Popen(worker_cmd, env=env), subprocess.Popen(web_cmd, env=env)]
+    base_url = f"http://{host}:{port}"
+    try:
+        _wait_for_http(f"{base_url}/healthz", children, timeout_s=120)
+        click.echo(f"trashmap is up at {base_url} (database: {settings.describe()['database_url']})")
+        if demo_dir is not None:
+            _run_demo(base_url, demo_dir, demo_timeout)
+            if exit_after_demo:
+                return
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        raise click.ClickException("a trashmap process stopped; see the log above")
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        _stop(children)
+
+
+def _wait_for_http(url: str, children: list[subprocess.Popen], timeout_s: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise click.ClickException("a trashmap process exited during start-up")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise click.ClickException(f"{url} did not become healthy within {timeout_s:.0f} s")
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def _run_demo(base_url: str, folder: Path, timeout_s: float) -> None:
+    from trashmap.client import describe, upload, wait_until_processed
+
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    paths = [p for p in paths if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".heic", ".heif",
+                                                      ".webp")]
+    click.echo(f"uploading {len(paths)} photos from {folder}")
+    results = [upload(base_url, path) for path in paths]
+    deadline = time.monotonic() + timeout_s
+    for result in results:
+        if "id" in result.body:
+            remaining = max(1.0, deadline - time.monotonic())
+            result.final = wait_until_processed(base_url, result.body["id"], remaining)
+        click.echo(describe(result))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, help="TCP port.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", default=4, show_default=True, help="Threads per gunicorn worker.")
+def web(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the web app and API with gunicorn (no torch is loaded here)."""
+    from web.server import serve
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    serve(settings, host, port, workers, threads)
+
+
+@cli.command()
+@click.option("--untrained", is_flag=True,
+              help="Without TRASHMAP_WEIGHTS, run a RANDOM detector (demos and tests only).")
+@click.option("--device", default=None,
+              help="Torch device, e.g. cpu, cuda, cuda:1 (default: TRASHMAP_DEVICE or auto).")
+@click.option("--concurrency", default=1, show_default=True,
+              help="Detection processes; one per GPU is the rule (see README).")
+@click.option("--pool", type=click.Choice(["prefork", "solo"]), default="prefork",
+              show_default=True, help="prefork survives a crashing photo; solo is one process.")
+@click.option("--hostname", default=None, help="Celery node name (default: trashmap@HOST).")
+def worker(untrained: bool, device: str | None, concurrency: int, pool: str,
+           hostname: str | None) -> None:
+    """Run a detection worker: takes photos off the queue and stores what it finds.
+
+    Reads the checkpoint at TRASHMAP_WEIGHTS (train one with `trashmap ml train`).
+    """
+    from dataclasses import replace
+
+    settings = _settings()
+    if device:
+        settings = replace(settings, device=device)
+    if settings.weights is None and not untrained:
+        raise click.UsageError(
+            "no detector weights. Set TRASHMAP_WEIGHTS=/path/to/checkpoint.pt (a file written by "
+            "`trashmap ml train`; see README 'Getting weights'), or pass --untrained to run a "
+            "random, meaningless detector for demos and tests."
+        )
+    if settings.weights is not None and not settings.weights.is_file():
+        raise click.UsageError(f"TRASHMAP_WEIGHTS={settings.weights} does not exist")
+    _configure_logging(settings.log_level)
+    os.environ["TRASHMAP_UNTRAINED"] = "1" if untrained else "0"
+    from worker.celery_app import create_celery
+
+    app = create_celery(settings)
+    app.conf.worker_pool = pool  # read by the runtime to load the model in the right process
+    argv = ["worker", f"--loglevel={settings.log_level}", f"--concurrency={concurrency}",
+            f"--pool={pool}", "-Q", settings.queue_name, "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv += ["--hostname", hostname]
+    app.worker_main(argv)
+
+
+# --- the database ----------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Schema migrations (Alembic, under migrations/)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from web import migrate
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    migrate.upgrade(settings, revision)
+    click.echo(f"database at {revision}: {settings.describe()['database_url']}")
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail when the models and the migrations disagree (alembic check)."""
+    from web import migrate
+
+    migrate.check(_settings())
+    click.echo("no schema drift")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the revision the database is at."""
+    from web import migrate
+
+    migrate.current(_settings())
+
+
+# --- clients -----------------------------------------------------------------------------
+
+
+@cli.command("upload")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Service URL.")
+@click.option("--lat", type=float, help="Latitude to use when a photo has no GPS.")
+@click.option("--lon", type=float, help="Longitude to use when a photo has no GPS.")
+@click.option("--wait", "wait_s", default=0, show_default=True,
+              help="Seconds to wait for detections (0: do not wait).")
+def upload_cmd(files: tuple[Path, ...], url: str, lat: float | None, lon: float | None,
+               wait_s: int) -> None:
+    """Upload photos to a running service and print what came back."""
+    from trashmap.client import describe, upload, wait_until_processed
+
+    fields = {"lat": str(lat), "lon": str(lon)} if lat is not None and lon is not None else {}
+    for path in files:
+        result = upload(url.rstrip("/"), path, fields)
+        if wait_s and "id" in result.body:
+            result.final = wait_until_processed(url.rstrip("/"), result.body["id"], wait_s)
+        click.echo(describe(result))
+
+
+def _add_optional_groups() -> None:
+    """Attach command groups that live in other packages (their modules import only click)."""
+    try:
+        from ml.cli import ml
+    except ImportError:  # ml/cli.py not present in a trimmed install
+        return
+    cli.add_command(ml)
+
+
+_add_optional_groups()
+
+
+def main() -> None:
+    cli(prog_name="trashmap")

@@ -1,0 +1,46 @@
+"""Serve the Flask app with gunicorn (the production WSGI server) from the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from web import create_app
+from web.settings import Settings
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured in code, so `trashmap web` needs no config file."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return create_app(self.settings)
+
+
+def serve(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
+    """Run gunicorn in the foreground until it is stopped."""
+    GunicornServer(
+        settings,
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "timeout": 60,
+            "graceful_timeout": 20,
+            "accesslog": "-",
+            "loglevel": settings.log_level.lower(),
+            # Each gunicorn worker builds its own app (and engine) after forking.
+            "preload_app": False,
+        },
+    ).run()

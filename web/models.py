@@ -102,7 +102,7 @@ class Photo(Base):
     detections: Mapped[list[Detection]] = relationship(
         back_populates="photo", cascade="all, delete-orphan", lazy="raise"
     )
-    model_version: Mapped[ModelVersion | None] = relationship(lazy="joined")
+    model_version: Mapped[ModelVersion | None] = relationship()
 
     @property
     def has_location(self) -> bool:

@@ -1,0 +1,153 @@
+"""Class sets: which TACO categories a model learns, as names with label 0 kept for background.
+
+A class set is a data file in `ml/classes/` (or any JSON file of the same shape):
+
+    {"name": "taco10", "match": "name" | "supercategory", "classes": [...],
+     "map": {"<category or supercategory>": "<class>"},   # optional, default: identity
+     "default": "<class>"}                                 # optional, else unmatched are dropped
+
+Label `i + 1` is `classes[i]`; 0 is the background the detector reserves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND = 0
+# `--classes all`: the annotation file's own categories, in id order.
+FROM_ANNOTATIONS = "all"
+_MATCH_FIELDS = ("name", "supercategory")
+
+
+class ClassSetError(ValueError):
+    """A class set is unknown or its file is malformed."""
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """An ordered list of class names and the rule that maps a COCO category onto one."""
+
+    name: str
+    classes: tuple[str, ...]
+    match: str = "name"
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    default: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise ClassSetError(f"class set {self.name!r} has no classes")
+        if len(set(self.classes)) != len(self.classes):
+            raise ClassSetError(f"class set {self.name!r} lists a class twice")
+        if self.match not in _MATCH_FIELDS:
+            raise ClassSetError(
+                f"class set {self.name!r}: match must be one of {_MATCH_FIELDS}, not {self.match!r}"
+            )
+        unknown = {c for c in self.mapping.values() if c not in self.classes}
+        if self.default is not None and self.default not in self.classes:
+            unknown.add(self.default)
+        if unknown:
+            raise ClassSetError(f"class set {self.name!r} maps onto unlisted classes {unknown}")
+
+    @property
+    def num_classes(self) -> int:
+        """Model outputs, background included."""
+        return len(self.classes) + 1
+
+    def label_of(self, class_name: str) -> int:
+        """1-based label of a class name."""
+        try:
+            return self.classes.index(class_name) + 1
+        except ValueError:
+            raise ClassSetError(
+                f"{class_name!r} is not in class set {self.name!r}: {list(self.classes)}"
+            ) from None
+
+    def name_of(self, label: int) -> str:
+        """Class name of a 1-based label."""
+        if not 1 <= label <= len(self.classes):
+            raise ClassSetError(f"label {label} is outside 1..{len(self.classes)}")
+        return self.classes[label - 1]
+
+    def class_for(self, category: Mapping[str, Any]) -> str | None:
+        """The class a COCO category dict falls into, or None when the set leaves it out."""
+        key = str(category.get(self.match, ""))
+        if key in self.mapping:
+            return self.mapping[key]
+        if key in self.classes:
+            return key
+        return self.default
+
+    def category_labels(self, categories: Iterable[Mapping[str, Any]]) -> dict[int, int]:
+        """COCO category id -> label, for the categories this set keeps."""
+        labels = {}
+        for category in categories:
+            cls = self.class_for(category)
+            if cls is not None:
+                labels[int(category["id"])] = self.label_of(cls)
+        return labels
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; stored in checkpoints so evaluation maps categories the same way."""
+        out: dict[str, Any] = {"name": self.name, "match": self.match, "classes": list(self.classes)}
+        if self.mapping:
+            out["map"] = dict(self.mapping)
+        if self.default is not None:
+            out["default"] = self.default
+        if self.description:
+            out["description"] = self.description
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "class set") -> ClassSet:
+        """Parse the JSON form, naming `source` in any error."""
+        if not isinstance(data, Mapping) or "classes" not in data:
+            raise ClassSetError(f"{source} must be a JSON object with a 'classes' list")
+        return cls(
+            name=str(data.get("name", source)),
+            classes=tuple(str(c) for c in data["classes"]),
+            match=str(data.get("match", "name")),
+            mapping={str(k): str(v) for k, v in (data.get("map") or {}).items()},
+            default=data.get("default"),
+            description=str(data.get("description", "")),
+        )
+
+    @classmethod
+    def from_categories(cls, categories: Iterable[Mapping[str, Any]]) -> ClassSet:
+        """Every category of an annotation file as its own class, in id order."""
+        ordered = sorted(categories, key=lambda c: int(c["id"]))
+        return cls(name=FROM_ANNOTATIONS, classes=tuple(str(c["name"]) for c in ordered))
+
+
+def builtin_class_sets() -> list[str]:
+    """Names of the class sets shipped in ml/classes/."""
+    folder = resources.files("ml") / "classes"
+    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_class_set(
+    spec: str, categories: Iterable[Mapping[str, Any]] | None = None
+) -> ClassSet:
+    """A shipped set by name, a JSON file by path, or `all` (needs the file's categories)."""
+    if spec == FROM_ANNOTATIONS:
+        if categories is None:
+            raise ClassSetError("class set 'all' needs the annotation file's categories")
+        return ClassSet.from_categories(categories)
+    path = Path(spec)
+    if spec.endswith(".json") and path.is_file():
+        return ClassSet.from_dict(json.loads(path.read_text()), source=str(path))
+    shipped = resources.files("ml") / "classes" / f"{spec}.json"
+    if shipped.is_file():
+        return ClassSet.from_dict(json.loads(shipped.read_text()), source=spec)
+    raise ClassSetError(
+        f"unknown class set {spec!r}; choose one of {builtin_class_sets() + [FROM_ANNOTATIONS]}"
+        " or give a path to a .json class set file"
+    )

@@ -1,0 +1,139 @@
+"""A generated COCO dataset of coloured shapes on cluttered backgrounds, for tests and benches.
+
+No download needed and the boxes are exact, so a training loop that works must learn it fast.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFilter
+
+SHAPES = ("circle", "square", "triangle")
+# One hue family per shape: the task stays easy enough for a few CPU epochs from scratch,
+# while clutter of every hue keeps colour alone from solving it.
+_HUES = {"circle": 0.0, "square": 0.6, "triangle": 0.3}
+# What ImageOps.exif_transpose does for an orientation, undone: the stored pixels.
+_STORE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+@dataclass(frozen=True)
+class ShapesSpec:
+    """How to generate: image count and size, objects per image, seed."""
+
+    images: int = 24
+    width: int = 160
+    height: int = 120
+    min_objects: int = 1
+    max_objects: int = 3
+    min_side: int = 22
+    max_side: int = 44
+    negatives: int = 0  # extra images with clutter only
+    seed: int = 0
+    orientation: int = 1  # EXIF orientation of the stored files; annotations stay upright
+    suffix: str = ".jpg"
+
+
+def _colour(rng: random.Random, hue: float | None = None) -> tuple[int, int, int]:
+    h = rng.random() if hue is None else (hue + rng.uniform(-0.04, 0.04)) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _background(rng: random.Random, width: int, height: int) -> Image.Image:
+    base = tuple(rng.randint(60, 160) for _ in range(3))
+    image = Image.new("RGB", (width, height), base)  # type: ignore[arg-type]
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(8, 16)):  # thin lines: edges everywhere, like twigs and cracks
+        pts = [(rng.uniform(0, width), rng.uniform(0, height)) for _ in range(2)]
+        draw.line(pts, fill=_colour(rng), width=rng.randint(1, 2))
+    for _ in range(rng.randint(10, 25)):  # specks smaller than any object
+        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(1, 4)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=_colour(rng))
+    return image.filter(ImageFilter.GaussianBlur(0.6))
+
+
+def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
+    x, y, w, h = box
+    return any(x < ox + ow and ox < x + w and y < oy + oh and oy < y + h for ox, oy, ow, oh in others)
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: int, y: int, side: int, fill: Any) -> None:
+    """Draw `shape` filling exactly the pixels [x, x + side) x [y, y + side)."""
+    x1, y1 = x + side - 1, y + side - 1
+    if shape == "circle":
+        draw.ellipse([x, y, x1, y1], fill=fill)
+    elif shape == "square":
+        draw.rectangle([x, y, x1, y1], fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(x + (side - 1) / 2, y), (x, y1), (x1, y1)], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def _save(image: Image.Image, path: Path, orientation: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"quality": 92} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        image = image.transpose(_STORE[orientation])
+        kwargs["exif"] = exif
+    image.save(path, **kwargs)
+
+
+def make_shapes_dataset(out_dir: Path, spec: ShapesSpec = ShapesSpec()) -> Path:
+    """Write images under out_dir/shapes/ and out_dir/annotations.json; return the latter."""
+    rng = random.Random(spec.seed)
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for index in range(spec.images + spec.negatives):
+        # Alternate landscape and portrait so batches need aspect-ratio grouping.
+        width, height = (
+            (spec.width, spec.height) if index % 2 == 0 else (spec.height, spec.width)
+        )
+        image = _background(rng, width, height)
+        draw = ImageDraw.Draw(image)
+        placed: list[tuple[int, int, int, int]] = []
+        count = 0 if index >= spec.images else rng.randint(spec.min_objects, spec.max_objects)
+        for _ in range(count):
+            for _attempt in range(50):
+                side = rng.randint(spec.min_side, min(spec.max_side, width - 2, height - 2))
+                x, y = rng.randint(1, width - side - 1), rng.randint(1, height - side - 1)
+                if not _overlaps((x, y, side, side), placed):
+                    break
+            else:
+                continue
+            shape = rng.choice(SHAPES)
+            draw_shape(draw, shape, x, y, side, _colour(rng, _HUES[shape]))
+            placed.append((x, y, side, side))
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": index + 1,
+                "category_id": SHAPES.index(shape) + 1, "bbox": [x, y, side, side],
+                "area": float(side * side), "iscrowd": 0, "segmentation": [],
+            })
+        file_name = f"shapes/{index + 1:05d}{spec.suffix}"
+        _save(image, out_dir / file_name, spec.orientation)
+        images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
+    categories = [
+        {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)
+    ]
+    path = out_dir / "annotations.json"
+    path.write_text(json.dumps({
+        "info": {"description": f"trashmap synthetic shapes, seed {spec.seed}"},
+        "images": images, "annotations": annotations, "categories": categories,
+    }))
+    return path

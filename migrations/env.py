@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from logging.config import fileConfig
 
 from alembic import context
@@ -17,6 +18,22 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
+# PostGIS objects that only the PostgreSQL branch of a migration creates (the models stay
+# portable): the extension's own table and the generated point columns with their indexes.
+POSTGIS_ONLY = {"table": {"spatial_ref_sys"}, "column": {"geom"},
+                "index": {"ix_photos_geom", "ix_detections_geom"}}
+
+
+# Reflection does not know PostGIS types; the columns are skipped by include_object anyway.
+warnings.filterwarnings("ignore", message="Did not recognize type 'geometry'")
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool,
+                   compare_to: object) -> bool:
+    """Leave PostGIS-only objects out of autogenerate and `alembic check`."""
+    return not (reflected and compare_to is None and name in POSTGIS_ONLY.get(type_, ()))
+
+
 def _url() -> str:
     return config.attributes.get("database_url") or Settings.from_env().database_url
 
@@ -26,6 +43,7 @@ def run_migrations_offline() -> None:
         url=_url(),
         target_metadata=target_metadata,
         literal_binds=True,
+        include_object=include_object,
         render_as_batch=_url().startswith("sqlite"),
     )
     with context.begin_transaction():
@@ -42,6 +60,7 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -97,7 +97,9 @@ class ClassSet:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; stored in checkpoints so evaluation maps categories the same way."""
-        out: dict[str, Any] = {"name": self.name, "match": self.match, "classes": list(self.classes)}
+        out: dict[str, Any] = {
+            "name": self.name, "match": self.match, "classes": list(self.classes),
+        }
         if self.mapping:
             out["map"] = dict(self.mapping)
         if self.default is not None:
@@ -130,7 +132,8 @@ class ClassSet:
 def builtin_class_sets() -> list[str]:
     """Names of the class sets shipped in ml/classes/."""
     folder = resources.files("ml") / "classes"
-    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    names = (p.name for p in folder.iterdir())
+    return sorted(n.removesuffix(".json") for n in names if n.endswith(".json"))
 
 
 def load_class_set(

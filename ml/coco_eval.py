@@ -25,6 +25,8 @@ SUMMARY_KEYS = {
     "mar100": 8,
 }
 Metrics = dict[str, Any]
+# COCO's size ranges, in pixels of box area.
+_SMALL, _MEDIUM = 32**2, 96**2
 
 
 def _defined(value: float) -> float | None:
@@ -66,8 +68,14 @@ def coco_metrics(
         # pycocotools cannot load an empty result list; nothing detected scores 0 everywhere
         # there is something to detect.
         logger.warning("no detections at all: every metric is 0")
-        zero = 0.0 if ground_truth["annotations"] else None
-        metrics.update({key: zero for key in SUMMARY_KEYS})
+        areas = [a["area"] for a in ground_truth["annotations"] if not a.get("iscrowd")]
+        present = {
+            "map_small": any(a < _SMALL for a in areas),
+            "map_medium": any(_SMALL <= a < _MEDIUM for a in areas),
+            "map_large": any(a >= _MEDIUM for a in areas),
+        }
+        for key in SUMMARY_KEYS:
+            metrics[key] = 0.0 if areas and present.get(key, True) else None
         per_class = {n: (0.0 if i + 1 in gt_labels else None) for i, n in enumerate(class_names)}
         return {**metrics, "per_class": per_class, "per_class_ap50": dict(per_class)}
     buffer = io.StringIO()

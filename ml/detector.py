@@ -10,7 +10,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torchvision.models import detection
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2 import functional as F  # noqa: N812 (torchvision convention)
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, info: ModelInfo, **extra
         "min_size": info.min_size,
         "max_size": info.max_size,
         "metrics": info.metrics,
-        "created": datetime.now(timezone.utc).isoformat(),
+        "created": datetime.now(UTC).isoformat(),
         "state_dict": model.state_dict(),
         **extra,
     }

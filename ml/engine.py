@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; training cannot recover from that on its own."""
 
 
@@ -79,7 +79,8 @@ def train_one_epoch(
         images, targets = _to_device(batch, device)
         stepping = (i + 1) % accumulate == 0 or (total is not None and i + 1 == total)
         # Under DDP, gradients sync only on the micro-batch that steps.
-        sync = contextlib.nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync()
+        defer = not stepping and hasattr(model, "no_sync")
+        sync = model.no_sync() if defer else contextlib.nullcontext()
         with sync:
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 loss_dict = model(images, targets)
@@ -144,7 +145,8 @@ def evaluate(
     model.eval()
     results: list[dict[str, Any]] = []
     total = len(loader) if hasattr(loader, "__len__") else None
-    for images, targets in tqdm(loader, total=total, desc="eval", disable=not progress, leave=False):
+    bar = tqdm(loader, total=total, desc="eval", disable=not progress, leave=False)
+    for images, targets in bar:
         inputs = [img.to(device, non_blocking=True) for img in images]
         with torch.autocast(device_type=device.type, enabled=amp):
             outputs = model(inputs)

@@ -13,12 +13,13 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp")
 
 
-class ImageSizeMismatch(ValueError):
+class ImageSizeError(ValueError):
     """A decoded image is not the size its annotation says."""
 
 
 @functools.cache
-def _register_heif() -> None:
+def register_heif() -> None:
+    """Let Pillow open HEIC/HEIF (once per process)."""
     # Registering is process-wide; doing it on first use keeps imports free of side effects.
     import pillow_heif
 
@@ -27,7 +28,7 @@ def _register_heif() -> None:
 
 def open_oriented(path: Path, *, load: bool = True) -> Image.Image:
     """RGB image as a viewer shows it: EXIF orientation applied (pillow-heif applies HEIF's)."""
-    _register_heif()
+    register_heif()
     with Image.open(path) as raw:
         if load:
             raw.load()  # a truncated file fails here, not later inside a worker
@@ -38,7 +39,7 @@ def open_oriented(path: Path, *, load: bool = True) -> Image.Image:
 
 def oriented_size(path: Path) -> tuple[int, int]:
     """(width, height) after EXIF orientation, read from the header only."""
-    _register_heif()
+    register_heif()
     with Image.open(path) as raw:
         width, height = raw.size
         orientation = raw.getexif().get(0x0112, 1)
@@ -47,14 +48,14 @@ def oriented_size(path: Path) -> tuple[int, int]:
 
 
 def check_size(image: Image.Image, width: int, height: int, path: Path | str) -> None:
-    """Raise ImageSizeMismatch unless the upright image is width x height."""
+    """Raise ImageSizeError unless the upright image is width x height."""
     if image.size != (width, height):
         hint = (
             " (the annotation matches the stored pixels before EXIF rotation)"
             if image.size == (height, width)
             else ""
         )
-        raise ImageSizeMismatch(
+        raise ImageSizeError(
             f"{path}: image is {image.size[0]}x{image.size[1]} after EXIF orientation but the "
             f"annotation says {width}x{height}{hint}"
         )

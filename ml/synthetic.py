@@ -45,6 +45,7 @@ class ShapesSpec:
     seed: int = 0
     orientation: int = 1  # EXIF orientation of the stored files; annotations stay upright
     suffix: str = ".jpg"
+    folder: str = "shapes"  # image folder under out_dir, part of each file_name
 
 
 def _colour(rng: random.Random, hue: float | None = None) -> tuple[int, int, int]:
@@ -68,7 +69,9 @@ def _background(rng: random.Random, width: int, height: int) -> Image.Image:
 
 def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
     x, y, w, h = box
-    return any(x < ox + ow and ox < x + w and y < oy + oh and oy < y + h for ox, oy, ow, oh in others)
+    return any(
+        x < ox + ow and ox < x + w and y < oy + oh and oy < y + h for ox, oy, ow, oh in others
+    )
 
 
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: int, y: int, side: int, fill: Any) -> None:
@@ -84,7 +87,8 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: int, y: int, side: int,
         raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
 
 
-def _save(image: Image.Image, path: Path, orientation: int) -> None:
+def save_with_orientation(image: Image.Image, path: Path, orientation: int = 1) -> None:
+    """Store `image` so that a viewer applying EXIF `orientation` shows it as given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"quality": 92} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     if orientation != 1:
@@ -95,8 +99,10 @@ def _save(image: Image.Image, path: Path, orientation: int) -> None:
     image.save(path, **kwargs)
 
 
-def make_shapes_dataset(out_dir: Path, spec: ShapesSpec = ShapesSpec()) -> Path:
-    """Write images under out_dir/shapes/ and out_dir/annotations.json; return the latter."""
+def make_shapes_dataset(
+    out_dir: Path, spec: ShapesSpec = ShapesSpec(), file_name: str = "annotations.json"
+) -> Path:
+    """Write images under out_dir/<spec.folder>/ and their COCO file; return the file's path."""
     rng = random.Random(spec.seed)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -125,13 +131,13 @@ def make_shapes_dataset(out_dir: Path, spec: ShapesSpec = ShapesSpec()) -> Path:
                 "category_id": SHAPES.index(shape) + 1, "bbox": [x, y, side, side],
                 "area": float(side * side), "iscrowd": 0, "segmentation": [],
             })
-        file_name = f"shapes/{index + 1:05d}{spec.suffix}"
-        _save(image, out_dir / file_name, spec.orientation)
-        images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
+        image_name = f"{spec.folder}/{index + 1:05d}{spec.suffix}"
+        save_with_orientation(image, out_dir / image_name, spec.orientation)
+        images.append({"id": index + 1, "file_name": image_name, "width": width, "height": height})
     categories = [
         {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)
     ]
-    path = out_dir / "annotations.json"
+    path = out_dir / file_name
     path.write_text(json.dumps({
         "info": {"description": f"trashmap synthetic shapes, seed {spec.seed}"},
         "images": images, "annotations": annotations, "categories": categories,

@@ -31,12 +31,16 @@ def initial_model(
     min_size: int,
     max_size: int,
     trainable_backbone_layers: int | None = None,
+    **kwargs: Any,
 ) -> torch.nn.Module:
-    """Build `arch` for `num_classes` (with background) from `weights`: none, torchvision, a path."""
+    """Build `arch` for `num_classes` (with background) from `weights`: none, torchvision, a path.
+
+    `kwargs` go to torchvision's FasterRCNN (e.g. training-only sampling sizes).
+    """
     if weights == NO_WEIGHTS:
-        return build_model(arch, num_classes, min_size=min_size, max_size=max_size)
+        return build_model(arch, num_classes, min_size=min_size, max_size=max_size, **kwargs)
     if weights == TORCHVISION_WEIGHTS:
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(kwargs)
         if trainable_backbone_layers is not None:
             extra["trainable_backbone_layers"] = trainable_backbone_layers
         try:
@@ -55,7 +59,7 @@ def initial_model(
             f"--weights must be {NO_WEIGHTS!r}, {TORCHVISION_WEIGHTS!r} or an existing file; "
             f"{weights!r} is none of these"
         )
-    model = build_model(arch, num_classes, min_size=min_size, max_size=max_size)
+    model = build_model(arch, num_classes, min_size=min_size, max_size=max_size, **kwargs)
     load_weights_file(model, path)
     # torchvision freezes the backbone's BatchNorm when it starts from pretrained weights;
     # a warm start from a file gets the same, so small batches do not wreck the statistics.

@@ -1,6 +1,24 @@
 # Sourced by scripts/test: make sure PostgreSQL (with PostGIS) and Redis answer locally.
 set -euo pipefail
 
+# PostGIS for the map API and Debian's Chromium for the browser tests, from apt when missing.
+ensure_map_packages() {
+  local pg_version wanted=()
+  pg_version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)"
+  pg_version="${pg_version:-15}"
+  [ -e "/usr/share/postgresql/$pg_version/extension/postgis.control" ] \
+    || wanted+=("postgresql-$pg_version-postgis-3")
+  command -v chromium >/dev/null || wanted+=(chromium)
+  [ ${#wanted[@]} -eq 0 ] && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo ">> installing ${wanted[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${wanted[@]}" >/dev/null
+  else
+    echo "missing ${wanted[*]}: install them (apt-get install ${wanted[*]})" >&2
+  fi
+}
+
 ensure_postgres() {
   if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then return; fi
   if command -v pg_ctlcluster >/dev/null && [ "$(id -u)" = 0 ]; then

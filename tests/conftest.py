@@ -115,6 +115,8 @@ def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         queue_name=f"trashmap.test.{uuid.uuid4().hex[:8]}",
         data_dir=tmp_path_factory.mktemp("pgdata"),
         score_threshold=0.0,
+        # Many tests share one client IP and one Redis; tests/web/test_ratelimit.py turns it on.
+        rate_limit_enabled=False,
     )
     migrate.upgrade(settings)
     return settings

@@ -12,10 +12,12 @@ from tests.conftest import ROOT
 
 def test_the_web_app_does_not_import_torch_or_the_worker(tmp_path: Path) -> None:
     code = (
-        "import sys; from web import create_app; from web.settings import Settings;"
-        f"app = create_app(Settings.from_env(data_dir=__import__('pathlib').Path({str(tmp_path)!r})));"
+        "import sys, pathlib; from web import create_app; from web.settings import Settings;"
+        f"folder = pathlib.Path({str(tmp_path)!r});"
+        "app = create_app(Settings.from_env(data_dir=folder));"
         "app.test_client().get('/healthz');"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'worker', 'ml'));"
+        "roots = ('torch', 'torchvision', 'worker', 'ml');"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in roots);"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -40,6 +42,5 @@ def test_import_directions() -> None:
 
 
 def test_cli_help_does_not_import_torch() -> None:
-    code = ("import sys; from trashmap.cli import cli;"
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = "import sys; from trashmap.cli import cli;sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

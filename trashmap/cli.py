@@ -75,14 +75,16 @@ def up(
     migrate.upgrade(settings)
     env = dict(os.environ)
     env.setdefault("TRASHMAP_DATA_DIR", str(settings.data_dir))
-    worker_cmd = [sys.executable, "-m", "trashmap", "worker"] + (["--untrained"] if untrained else [])
+    worker_cmd = [sys.executable, "-m", "trashmap", "worker"]
+    worker_cmd += ["--untrained"] if untrained else []
     web_cmd = [sys.executable, "-m", "trashmap", "web", "--host", host, "--port", str(port),
                "--workers", "1"]
     children = [subprocess.Popen(worker_cmd, env=env), subprocess.Popen(web_cmd, env=env)]
     base_url = f"http://{host}:{port}"
     try:
         _wait_for_http(f"{base_url}/healthz", children, timeout_s=120)
-        click.echo(f"trashmap is up at {base_url} (database: {settings.describe()['database_url']})")
+        database = settings.describe()["database_url"]
+        click.echo(f"trashmap is up at {base_url} (database: {database})")
         if demo_dir is not None:
             _run_demo(base_url, demo_dir, demo_timeout)
             if exit_after_demo:
@@ -155,35 +157,60 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
 
 @cli.command()
 @click.option("--untrained", is_flag=True,
-              help="Without TRASHMAP_WEIGHTS, run a RANDOM detector (demos and tests only).")
+              help="With no active model version and no TRASHMAP_WEIGHTS, run a RANDOM "
+                   "detector (demos and tests only).")
 @click.option("--device", default=None,
               help="Torch device, e.g. cpu, cuda, cuda:1 (default: TRASHMAP_DEVICE or auto).")
-@click.option("--concurrency", default=1, show_default=True,
-              help="Detection processes; one per GPU is the rule (see README).")
-@click.option("--pool", type=click.Choice(["prefork", "solo"]), default="prefork",
-              show_default=True, help="prefork survives a crashing photo; solo is one process.")
+@click.option("--pin", is_flag=True,
+              help="Stay on TRASHMAP_WEIGHTS instead of following the active model version.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Photos per micro-batch (default: TRASHMAP_BATCH_SIZE).")
+@click.option("--batch-wait-ms", type=click.IntRange(min=0), default=None,
+              help="Longest wait for a batch to fill (default: TRASHMAP_BATCH_WAIT_MS).")
+@click.option("--metrics-port", type=click.IntRange(min=0), default=None,
+              help="Serve Prometheus metrics on this port (default: TRASHMAP_METRICS_PORT).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Tasks in flight: threads pool 2 x batch size (one batch decodes while the "
+                   "other runs); prefork: processes, each with its own model (1 per GPU).")
+@click.option("--pool", type=click.Choice(["threads", "prefork", "solo"]), default="threads",
+              show_default=True,
+              help="threads: one model, micro-batches; prefork: a crashing photo kills only a "
+                   "child; solo: one photo at a time in one process.")
 @click.option("--hostname", default=None, help="Celery node name (default: trashmap@HOST).")
-def worker(untrained: bool, device: str | None, concurrency: int, pool: str,
-           hostname: str | None) -> None:
+def worker(untrained: bool, device: str | None, pin: bool, batch_size: int | None,
+           batch_wait_ms: int | None, metrics_port: int | None, concurrency: int | None,
+           pool: str, hostname: str | None) -> None:
     """Run a detection worker: takes photos off the queue and stores what it finds.
 
-    Reads the checkpoint at TRASHMAP_WEIGHTS (train one with `trashmap ml train`).
+    Runs the active model version (`trashmap models activate`) and switches between batches
+    when another is activated. TRASHMAP_WEIGHTS is registered at start and activated when no
+    version is active; with --pin the worker stays on it. One worker per GPU (--device).
     """
     from dataclasses import replace
 
     settings = _settings()
-    if device:
-        settings = replace(settings, device=device)
-    if settings.weights is None and not untrained:
-        raise click.UsageError(
-            "no detector weights. Set TRASHMAP_WEIGHTS=/path/to/checkpoint.pt (a file written by "
-            "`trashmap ml train`; see README 'Getting weights'), or pass --untrained to run a "
-            "random, meaningless detector for demos and tests."
-        )
+    overrides = {"device": device, "batch_size": batch_size, "batch_wait_ms": batch_wait_ms,
+                 "metrics_port": metrics_port}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if settings.weights is not None and not settings.weights.is_file():
         raise click.UsageError(f"TRASHMAP_WEIGHTS={settings.weights} does not exist")
+    if pin and settings.weights is None:
+        raise click.UsageError("--pin needs TRASHMAP_WEIGHTS, the checkpoint to stay on")
+    if settings.weights is None and not untrained:
+        from worker.versions import any_active
+
+        if not any_active(settings):
+            raise click.UsageError(
+                "no detector: no model version is active. Register and activate a checkpoint "
+                "(`trashmap models register CHECKPOINT --activate`, a file written by "
+                "`trashmap ml train`; see README 'Getting weights'), set TRASHMAP_WEIGHTS, or "
+                "pass --untrained to run a random, meaningless detector for demos and tests."
+            )
     _configure_logging(settings.log_level)
     os.environ["TRASHMAP_UNTRAINED"] = "1" if untrained else "0"
+    os.environ["TRASHMAP_PIN_WEIGHTS"] = "1" if pin else "0"
+    if concurrency is None:
+        concurrency = 2 * settings.batch_size if pool == "threads" else 1
     from worker.celery_app import create_celery
 
     app = create_celery(settings)
@@ -265,6 +292,12 @@ def _register_command_modules() -> None:
             raise
     else:
         cli.add_command(ml)
+    from trashmap.keys import keys
+
+    cli.add_command(keys)
+    from trashmap.operations import register as register_operations
+
+    register_operations(cli)
 
 
 _register_command_modules()

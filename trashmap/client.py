@@ -61,7 +61,9 @@ def describe(result: UploadResult) -> str:
         labels: dict[str, int] = {}
         for det in detections:
             labels[det["label"]] = labels.get(det["label"], 0) + 1
-        top = ", ".join(f"{n}x {label}" for label, n in sorted(labels.items(), key=lambda x: -x[1])[:3])
+        top = ", ".join(
+            f"{n}x {label}" for label, n in sorted(labels.items(), key=lambda x: -x[1])[:3]
+        )
         line += f", {len(detections)} detections" + (f" ({top})" if top else "")
     if final.get("error"):
         line += f" - {final['error']}"

@@ -24,7 +24,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_services(app, settings)
     register_blueprints(app)
+    register_map_api(app, settings)
+    register_operations(app)
     register_errors(app)
+    register_security(app)
     return app
 
 
@@ -43,6 +46,39 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(photos_bp, url_prefix="/api/v1")
     app.register_blueprint(detections_bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
+
+
+def register_map_api(app: Flask, settings: Settings) -> None:
+    """The map API, its docs and pages, and the rate limits on /api/."""
+    from web.exports import bp as exports_bp
+    from web.grid import bp as grid_bp
+    from web.openapi import bp as openapi_bp
+    from web.pages import bp as pages_bp
+    from web.photo_image import bp as photo_image_bp
+    from web.ratelimit import register_ratelimits
+    from web.stats import bp as stats_bp
+    from web.tiles import bp as tiles_bp
+
+    for blueprint in (photo_image_bp, stats_bp, grid_bp, tiles_bp, exports_bp):
+        app.register_blueprint(blueprint, url_prefix="/api/v1")
+    app.register_blueprint(openapi_bp)
+    app.register_blueprint(pages_bp)
+    register_ratelimits(app, settings)
+
+
+def register_operations(app: Flask) -> None:
+    """GET /metrics (Prometheus) and GET /readyz (readiness probe)."""
+    from web.metrics import register_metrics
+    from web.readiness import bp as readiness_bp
+
+    register_metrics(app)
+    app.register_blueprint(readiness_bp)
+
+
+def register_security(app: Flask) -> None:
+    from web.security import register_security_headers
+
+    register_security_headers(app)
 
 
 def register_errors(app: Flask) -> None:

@@ -30,4 +30,6 @@ def healthz():  # type: ignore[no-untyped-def]
         "broker": "ok" if services().queue.ping() else "unavailable",
     }
     healthy = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ok" if healthy else "unavailable", **checks}), (200 if healthy else 503)
+    return jsonify({"status": "ok" if healthy else "unavailable", **checks}), (
+        200 if healthy else 503
+    )

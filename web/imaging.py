@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -60,7 +62,10 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise NotAnImage("the file is empty")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Pillow only warns between its own limit and twice it; ours is checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise NotAnImage("the file is not an image in a known format") from None
     except Image.DecompressionBombError as exc:
@@ -107,6 +112,14 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
     return ImageInfo(SUPPORTED_FORMATS[image.format], width, height, orientation)
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; 16-bit greyscale is scaled down, not clipped to white as convert() would."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        pixels = np.asarray(image).astype(np.uint32)
+        image = Image.fromarray((pixels >> 8).clip(0, 255).astype(np.uint8), mode="L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def decode_oriented(
     data: bytes,
     target: tuple[int, int] | None = None,
@@ -126,9 +139,7 @@ def decode_oriented(
             if scale < 1:
                 image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
         image = ImageOps.exif_transpose(image)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        image.load()
+        image = to_rgb(image)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
     except Exception as exc:

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from web.errors import ApiError
 
 
-def bbox_param(args: Mapping[str, str], name: str = "bbox") -> tuple[float, float, float, float] | None:
+def bbox_param(
+    args: Mapping[str, str], name: str = "bbox"
+) -> tuple[float, float, float, float] | None:
     """`minLon,minLat,maxLon,maxLat` in WGS84 degrees, or None when absent."""
     raw = args.get(name)
     if raw is None or raw == "":

@@ -1,17 +1,19 @@
-"""Photo upload and lookup: POST /api/v1/photos, GET /api/v1/photos/<id>."""
+"""Photos: upload (POST /photos), lookup, the public list of photo points, staff delete."""
 
 from __future__ import annotations
 
 import logging
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from werkzeug.utils import secure_filename
 
+from web.auth import require_scope
 from web.context import db, services
 from web.errors import ApiError
-from web.ingest import FormError, ingest_photo, parse_client_fields
 from web.imaging import DEFAULT_MAX_PIXELS
+from web.ingest import FormError, ingest_photo, parse_client_fields
+from web.listing import list_response
 from web.models import Detection, Photo
 from web.serialize import photo_json, upload_json
 
@@ -48,7 +50,7 @@ def upload_photo():  # type: ignore[no-untyped-def]
     return response, 201
 
 
-@bp.get("/photos/<int:photo_id>")
+@bp.get("/photos/<int(max=2147483647):photo_id>")
 def get_photo(photo_id: int):  # type: ignore[no-untyped-def]
     """One photo, its status and the detections of the model that last processed it."""
     session = db()
@@ -68,3 +70,23 @@ def get_photo(photo_id: int):  # type: ignore[no-untyped-def]
             )
         )
     return jsonify(photo_json(photo, detections))
+
+
+@bp.get("/photos")
+def list_photos():  # type: ignore[no-untyped-def]
+    """Positioned photos (with or without detections) matching the filters, keyset-paged."""
+    return list_response("photos")
+
+
+@bp.delete("/photos/<int(max=2147483647):photo_id>")
+@require_scope("write")
+def delete_photo(photo_id: int):  # type: ignore[no-untyped-def]
+    """Remove a photo, its bytes and its detections (moderation, a takedown request)."""
+    session = db()
+    # The foreign keys cascade to the bytes and the detections inside the database.
+    deleted = session.execute(delete(Photo).where(Photo.id == photo_id)).rowcount
+    session.commit()
+    if not deleted:
+        raise ApiError(404, "not_found", f"no photo with id {photo_id}")
+    logger.info("photo %s deleted", photo_id)
+    return "", 204

@@ -20,7 +20,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # An unacknowledged task is redelivered after this long; it must outlast the
         # longest task, or a slow photo would run twice.
-        transport["visibility_timeout"] = settings.task_time_limit_s * 2 + 60
+        transport["visibility_timeout"] = (
+            settings.visibility_timeout_s or settings.task_time_limit_s * 2 + 60
+        )
         transport["socket_connect_timeout"] = 3
     return {
         "broker_url": settings.broker_url,

@@ -27,8 +27,28 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
+def _metrics_dir(settings: Settings) -> None:
+    """Share Prometheus values between gunicorn processes (set before any of them starts)."""
+    import os
+    import shutil
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = settings.data_dir.resolve() / "prometheus-web"
+    shutil.rmtree(folder, ignore_errors=True)  # values of a previous run must not add up
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def serve(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
     """Run gunicorn in the foreground until it is stopped."""
+    _metrics_dir(settings)
     GunicornServer(
         settings,
         {
@@ -42,5 +62,6 @@ def serve(settings: Settings, host: str, port: int, workers: int, threads: int) 
             "loglevel": settings.log_level.lower(),
             # Each gunicorn worker builds its own app (and engine) after forking.
             "preload_app": False,
+            "child_exit": _child_exit,
         },
     ).run()

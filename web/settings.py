@@ -54,6 +54,25 @@ def _bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} must be one of 1/0, true/false, yes/no, on/off")
 
 
+def _limit(name: str, default: str) -> str:
+    """A flask-limiter rate string such as `120/minute;2000/hour`, checked at start-up."""
+    raw = _env(name, default) or default
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a rate limit such as 120/minute") from None
+    return raw
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (_env(name, default) or default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a trashmap process can be told; see `.env.example` for each variable."""
@@ -74,8 +93,35 @@ class Settings:
     max_size: int | None = None
     max_detections: int = 100
     task_time_limit_s: int = 600
+    # A photo started this many times without finishing is failed (it crashes its worker).
+    max_attempts: int = 3
+    # Redis redelivers an unacknowledged task after this long; 0 = derived from the time limit.
+    visibility_timeout_s: int = 0
+    # Detection workers: micro-batches of up to batch_size photos, waiting at most batch_wait_ms.
+    batch_size: int = 8
+    batch_wait_ms: int = 50
+    # Inference: fp32 | bf16 | fp16 | auto (bf16 on a CUDA GPU that has it, else fp32).
+    precision: str = "auto"
+    compile_model: bool = False
+    draft_decode: bool = True
+    gpu_decode: bool = False
+    # How often (seconds) a worker asks the database whether another model version is active.
+    model_check_s: float = 10.0
+    # Port of a worker's Prometheus endpoint; 0 = none.
+    metrics_port: int = 0
+    # Reconciler: run every N seconds in each worker (0 = never); re-queue photos left queued
+    # longer than reconcile_after_s (processing ones: past the broker's redelivery time too).
+    reconcile_interval_s: int = 60
+    reconcile_after_s: int = 900
     log_level: str = "INFO"
     secret_key: str = field(default="", repr=False)
+    # flask-limiter limit strings ("120/minute;2000/hour"), per API key or else per client IP.
+    rate_limit_enabled: bool = True
+    rate_limit_read: str = "600/minute"
+    rate_limit_upload: str = "60/minute;2000/day"
+    # Where counters live; empty = the broker when it is Redis (shared by all web processes),
+    # else this process's memory.
+    rate_limit_storage_url: str = field(default="", repr=False)
 
     @property
     def is_embedded(self) -> bool:
@@ -108,8 +154,24 @@ class Settings:
             max_size=max_size,
             max_detections=_int("TRASHMAP_MAX_DETECTIONS", 100, lo=1),
             task_time_limit_s=_int("TRASHMAP_TASK_TIME_LIMIT", 600, lo=10),
+            max_attempts=_int("TRASHMAP_MAX_ATTEMPTS", 3, lo=1),
+            visibility_timeout_s=_int("TRASHMAP_VISIBILITY_TIMEOUT", 0, lo=0),
+            batch_size=_int("TRASHMAP_BATCH_SIZE", 8, lo=1),
+            batch_wait_ms=_int("TRASHMAP_BATCH_WAIT_MS", 50, lo=0),
+            precision=_choice("TRASHMAP_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16")),
+            compile_model=_bool("TRASHMAP_COMPILE", False),
+            draft_decode=_bool("TRASHMAP_DRAFT_DECODE", True),
+            gpu_decode=_bool("TRASHMAP_GPU_DECODE", False),
+            model_check_s=_float("TRASHMAP_MODEL_CHECK_S", 10.0, 0.0, 86400.0),
+            metrics_port=_int("TRASHMAP_METRICS_PORT", 0, lo=0),
+            reconcile_interval_s=_int("TRASHMAP_RECONCILE_INTERVAL_S", 60, lo=0),
+            reconcile_after_s=_int("TRASHMAP_RECONCILE_AFTER_S", 900, lo=0),
             log_level=_env("TRASHMAP_LOG_LEVEL", "INFO").upper(),
             secret_key=_env("TRASHMAP_SECRET_KEY", ""),
+            rate_limit_enabled=_bool("TRASHMAP_RATE_LIMIT_ENABLED", True),
+            rate_limit_read=_limit("TRASHMAP_RATE_LIMIT_READ", "600/minute"),
+            rate_limit_upload=_limit("TRASHMAP_RATE_LIMIT_UPLOAD", "60/minute;2000/day"),
+            rate_limit_storage_url=_env("TRASHMAP_RATE_LIMIT_STORAGE_URL", ""),
         )
         return replace(settings, **overrides) if overrides else settings
 
@@ -122,7 +184,7 @@ class Settings:
         """Settings as strings for logs, with passwords in URLs masked."""
         out = {}
         for f in fields(self):
-            if f.name == "secret_key":
+            if f.name in ("secret_key", "rate_limit_storage_url"):
                 continue
             value = str(getattr(self, f.name))
             if f.name.endswith("_url"):

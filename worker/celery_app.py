@@ -26,6 +26,9 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         worker_send_task_events=False,
+        # A prefork child loads the model before it reports up; the default 4 s would have
+        # the parent kill every child that loads a big checkpoint and fork it again, forever.
+        worker_proc_alive_timeout=300,
         imports=("worker.tasks",),
     )
     app.conf.trashmap_settings = settings

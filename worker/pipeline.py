@@ -1,29 +1,29 @@
-"""Detection of one photo as plain functions: load, decode, detect, write (no Celery here)."""
+"""Detection of one photo as plain functions: load, decode, infer, write (no Celery here)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from PIL import Image
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from web.db import session_scope
-from web.imaging import ImageError, decode_oriented
+from web.imaging import ImageError
 from web.models import Detection, Photo, PhotoStatus, utcnow
 from web.storage import PhotoBytesMissing, get_photo_bytes
+from worker import metrics
+from worker.batching import Inference
 
 if TYPE_CHECKING:
+    import torch
+
     from ml.detector import Detection as Found
-    from ml.detector import Detector
 
 logger = logging.getLogger(__name__)
-
-
-class PermanentError(Exception):
-    """Retrying cannot help (the photo itself is the problem): mark it failed."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,26 @@ class Outcome:
     reason: str | None = None
 
 
-def start(sessions: sessionmaker[Session], photo_id: int) -> Photo | None:
-    """Mark the photo processing (committed) and return it; None if it no longer exists."""
+class GaveUp(Exception):
+    """The photo was started too often without finishing: it kills or hangs its worker."""
+
+
+def start(sessions: sessionmaker[Session], photo_id: int, max_attempts: int) -> Photo | None:
+    """Mark the photo processing (committed) and return it; None if it no longer exists.
+
+    `attempts` counts starts since the last finished run. A photo that takes its worker
+    down (a decoder crash, the OOM killer) is redelivered again and again; past
+    `max_attempts` it is failed instead, so it cannot stall the queue forever.
+    """
     with session_scope(sessions) as session:
         photo = session.get(Photo, photo_id, with_for_update=_row_lock(session))
         if photo is None:
             return None
+        if (photo.attempts or 0) >= max_attempts:
+            raise GaveUp(
+                f"gave up after {photo.attempts} attempts: the worker stopped while processing "
+                "this photo each time (crash or out of memory)"
+            )
         photo.status = PhotoStatus.processing.value
         photo.attempts = (photo.attempts or 0) + 1
         session.flush()
@@ -97,6 +111,7 @@ def write_detections(
         )
         photo.status = PhotoStatus.done.value
         photo.error = None
+        photo.attempts = 0
         photo.model_version_id = model_version_id
         photo.processed_at = utcnow()
 
@@ -110,44 +125,74 @@ def mark_failed(sessions: sessionmaker[Session], photo_id: int, reason: str) -> 
             photo.error = reason[:2000]
 
 
+class Decoder(Protocol):
+    def __call__(self, data: bytes) -> tuple[Image.Image | torch.Tensor, float]: ...
+
+
+class Infer(Protocol):
+    def __call__(
+        self, photo_id: int, image: Image.Image | torch.Tensor, model_version_id: int | None
+    ) -> Inference: ...
+
+
 def detect_photo(
     sessions: sessionmaker[Session],
-    detector: Detector,
-    model_version_id: int,
+    decode: Decoder,
+    infer: Infer,
     photo_id: int,
-    score_threshold: float,
-    max_detections: int,
+    model_version_id: int | None = None,
+    max_attempts: int = 3,
 ) -> Outcome:
     """Run the detector on one stored photo and store what it found.
 
-    Image problems are permanent (the photo is marked failed); database errors propagate
-    so the caller can retry.
+    `decode` turns bytes into an upright image and the factor back to full-size pixels;
+    `infer` blocks until the photo's batch has run. Image problems are permanent (the photo
+    is marked failed); database errors propagate so the caller can retry.
     """
-    photo = start(sessions, photo_id)
+    try:
+        photo = start(sessions, photo_id, max_attempts)
+    except GaveUp as exc:
+        logger.error("photo %s: %s", photo_id, exc)
+        record_failure(sessions, photo_id, str(exc), "gave_up")
+        return Outcome(photo_id, "failed", reason=str(exc))
     if photo is None:
         logger.warning("photo %s: gone before detection; nothing to do", photo_id)
+        metrics.PHOTOS.labels("missing").inc()
         return Outcome(photo_id, "missing")
     t0 = time.perf_counter()
     try:
         with session_scope(sessions) as session:
             data = get_photo_bytes(session, photo_id)
-        image, factor = decode_oriented(data, target=detector.input_size)
+        t1 = time.perf_counter()
+        image, factor = decode(data)
     except (ImageError, PhotoBytesMissing) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("photo %s: failed permanently: %s", photo_id, reason)
-        mark_failed(sessions, photo_id, reason)
+        record_failure(sessions, photo_id, reason, type(exc).__name__)
         return Outcome(photo_id, "failed", reason=reason)
-    t1 = time.perf_counter()
-    found = detector.predict([image], score_threshold, max_detections)[0]
     t2 = time.perf_counter()
-    boxes = scaled_boxes(found, factor, photo.width, photo.height)
-    write_detections(sessions, photo_id, model_version_id, boxes)
+    result = infer(photo_id, image, model_version_id)
+    t3 = time.perf_counter()
+    boxes = scaled_boxes(result.found, factor, photo.width, photo.height)
+    write_detections(sessions, photo_id, result.model_version_id, boxes)
+    t4 = time.perf_counter()
+    for stage, seconds in (("load", t1 - t0), ("decode", t2 - t1),
+                           ("wait", max(0.0, t3 - t2 - result.batch_seconds)),
+                           ("inference", result.batch_seconds), ("write", t4 - t3)):
+        metrics.observe_stage(stage, seconds)
+    metrics.PHOTOS.labels("done").inc()
+    metrics.DETECTIONS.inc(len(boxes))
     logger.info(
-        "photo %s: %d detections (decode %.0f ms, detect %.0f ms, write %.0f ms)",
-        photo_id,
-        len(boxes),
-        (t1 - t0) * 1000,
-        (t2 - t1) * 1000,
-        (time.perf_counter() - t2) * 1000,
+        "photo %s: %d detections (version %s, decode %.0f ms, batch of %d %.0f ms, "
+        "write %.0f ms)",
+        photo_id, len(boxes), result.model_version_id, (t2 - t1) * 1000, result.batch_size,
+        result.batch_seconds * 1000, (t4 - t3) * 1000,
     )
     return Outcome(photo_id, "done", detections=len(boxes))
+
+
+def record_failure(sessions: sessionmaker[Session], photo_id: int, reason: str, kind: str) -> None:
+    """Mark the photo failed and count it under `kind` (an error class name)."""
+    mark_failed(sessions, photo_id, reason)
+    metrics.PHOTOS.labels("failed").inc()
+    metrics.FAILURES.labels(kind).inc()

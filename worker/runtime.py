@@ -1,4 +1,4 @@
-"""Per-process worker state: database engine and detector, created after Celery forks."""
+"""Per-process worker state: database engine, model loader and batcher, created after fork."""
 
 from __future__ import annotations
 
@@ -8,19 +8,28 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celery import current_app
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from web.db import make_engine, make_session_factory, session_scope
-from web.models import ModelVersion
+from web.db import make_engine, make_session_factory
+from web.imaging import decode_oriented
 from web.settings import Settings
+from worker import metrics
+from worker.batching import Batcher, Inference
+from worker.loader import ModelLoader
 
 if TYPE_CHECKING:
-    from ml.detector import Detector
+    import torch
 
 logger = logging.getLogger(__name__)
 
 UNTRAINED_ENV = "TRASHMAP_UNTRAINED"
+PIN_ENV = "TRASHMAP_PIN_WEIGHTS"
+
+
+class InferenceTimeoutError(RuntimeError):
+    """A photo's batch did not finish within the task time limit."""
 
 
 @dataclass
@@ -29,55 +38,65 @@ class Runtime:
 
     settings: Settings
     sessions: sessionmaker[Session]
-    detector: Detector
-    model_version_id: int
+    loader: ModelLoader
+    batcher: Batcher
+
+    def decode(self, data: bytes) -> tuple[Image.Image | torch.Tensor, float]:
+        """Upright image at the smallest size the model can use, and the factor back."""
+        if self.settings.gpu_decode and self.loader.device.startswith("cuda") and (
+            data[:2] == b"\xff\xd8"
+        ):
+            from ml.inference import decode_jpeg_on_device
+
+            try:
+                return decode_jpeg_on_device(data, _torch_device(self.loader.device)), 1.0
+            except RuntimeError as exc:  # nvJPEG refuses some files Pillow reads
+                logger.debug("GPU decode failed (%s); decoding with Pillow", exc)
+        target = self.loader.input_size if self.settings.draft_decode else None
+        return decode_oriented(data, target=target)
+
+    def infer(
+        self, photo_id: int, image: Image.Image | torch.Tensor, model_version_id: int | None
+    ) -> Inference:
+        """Submit to this process's batcher and wait for the batch (task threads call this)."""
+        future = self.batcher.submit(photo_id, image, model_version_id)
+        try:
+            return future.result(timeout=self.settings.task_time_limit_s)
+        except TimeoutError:
+            raise InferenceTimeoutError(
+                f"no result within {self.settings.task_time_limit_s} s (TRASHMAP_TASK_TIME_LIMIT)"
+            ) from None
+
+
+def _torch_device(name: str) -> Any:
+    import torch
+
+    return torch.device(name)
 
 
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
 
 
-def load_detector(settings: Settings, untrained: bool) -> Detector:
-    """The checkpoint named by TRASHMAP_WEIGHTS, or a random one when asked for explicitly."""
-    from ml.detector import Detector  # torch is imported here, in the worker child only
-
-    if settings.weights is not None:
-        return Detector.from_checkpoint(
-            settings.weights, settings.device, min_size=settings.min_size, max_size=settings.max_size
-        )
-    if not untrained:
-        raise RuntimeError("no detector weights: set TRASHMAP_WEIGHTS or pass --untrained")
-    detector = Detector.untrained(
-        [f"class_{i}" for i in range(1, settings.untrained_classes + 1)],
-        settings.untrained_arch,
-        settings.device if settings.device != "auto" else "cpu",
-        min_size=settings.min_size or 800,
-        max_size=settings.max_size or 1333,
+def build_runtime(settings: Settings, *, untrained: bool, pinned: bool) -> Runtime:
+    """Engine, model and batcher for this process; raises loader.NoModelError without a model."""
+    sessions = make_session_factory(make_engine(settings))
+    loader = ModelLoader(settings, sessions, untrained=untrained, pinned=pinned)
+    model = loader.start()
+    batcher = Batcher(
+        loader.resolve, settings.batch_size, settings.batch_wait_ms / 1000,
+        settings.score_threshold, settings.max_detections,
+        after_batch=lambda: _gpu_memory(loader),
     )
-    logger.warning(
-        "RUNNING AN UNTRAINED DETECTOR (%s): its detections are random and mean nothing",
-        settings.untrained_arch,
-    )
-    return detector
+    logger.info("worker pid %s ready: model %s (version %s) on %s, batches of up to %d",
+                os.getpid(), model.label, model.version_id, loader.device, settings.batch_size)
+    return Runtime(settings, sessions, loader, batcher)
 
 
-def register_model_version(sessions: sessionmaker[Session], detector: Detector) -> int:
-    """The model_versions row for this detector, created on first use."""
-    info = detector.info
-    with session_scope(sessions) as session:
-        row = session.query(ModelVersion).filter_by(name=info.name, version=info.version).first()
-        if row is None:
-            row = ModelVersion(
-                name=info.name,
-                version=info.version,
-                arch=info.arch,
-                weights_sha256=detector.weights_sha256,
-                class_names=list(info.class_names),
-                metrics=info.metrics or None,
-            )
-            session.add(row)
-            session.flush()
-        return row.id
+def _gpu_memory(loader: ModelLoader) -> None:
+    if loader.current is not None and loader.device.startswith("cuda"):
+        read = loader.current.predictor.memory  # type: ignore[attr-defined]
+        metrics.watch_gpu_memory(loader.device, read)
 
 
 def get_runtime() -> Runtime:
@@ -85,18 +104,13 @@ def get_runtime() -> Runtime:
     global _runtime, _runtime_pid
     if _runtime is None or _runtime_pid != os.getpid():
         settings: Settings = current_app.conf.trashmap_settings
-        engine = make_engine(settings)
-        sessions = make_session_factory(engine)
-        detector = load_detector(settings, untrained=os.environ.get(UNTRAINED_ENV) == "1")
-        version_id = register_model_version(sessions, detector)
-        _runtime, _runtime_pid = Runtime(settings, sessions, detector, version_id), os.getpid()
-        logger.info(
-            "worker pid %s ready: model %s:%s on %s",
-            os.getpid(),
-            detector.info.name,
-            detector.info.version,
-            detector.device,
+        _runtime = build_runtime(
+            settings,
+            untrained=os.environ.get(UNTRAINED_ENV) == "1",
+            pinned=os.environ.get(PIN_ENV) == "1",
         )
+        _runtime_pid = os.getpid()
+        metrics.serve(settings.metrics_port)
     return _runtime
 
 
@@ -107,9 +121,22 @@ def _load_in_child(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _load_in_solo(sender: Any = None, **_: Any) -> None:
-    # The solo and threads pools run tasks in the main process, which has no fork signal.
+def _on_ready(sender: Any = None, **_: Any) -> None:
     conf = getattr(getattr(sender, "app", None), "conf", None)
-    if conf is not None and str(conf.get("worker_pool", "prefork")) in ("solo", "threads"):
+    if conf is None:
+        return
+    # The solo and threads pools run tasks in the main process, which has no fork signal.
+    if str(conf.get("worker_pool", "prefork")) in ("solo", "threads"):
         get_runtime()
+    from worker.reconcile import start_periodic
 
+    start_periodic(conf.trashmap_settings)
+
+
+@worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    from worker.reconcile import stop_periodic
+
+    stop_periodic()
+    if _runtime is not None and _runtime_pid == os.getpid():
+        _runtime.batcher.close()

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from web.queue import DETECT_TASK
 from worker import pipeline
-from worker.runtime import Runtime, get_runtime
+from worker.runtime import InferenceTimeoutError, Runtime, get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +29,13 @@ TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
     max_retries=20,
     ignore_result=True,
 )
-def detect_photo(self, photo_id: int) -> str:  # type: ignore[no-untyped-def]
-    """Detect trash in photo `photo_id` and store the boxes with its position."""
+def detect_photo(self, photo_id: int, model_version_id: int | None = None) -> str:  # type: ignore[no-untyped-def]
+    """Detect trash in photo `photo_id` (with the active model, or `model_version_id`)."""
     runtime = get_runtime()
     try:
         outcome = pipeline.detect_photo(
-            runtime.sessions,
-            runtime.detector,
-            runtime.model_version_id,
-            photo_id,
-            runtime.settings.score_threshold,
-            runtime.settings.max_detections,
+            runtime.sessions, runtime.decode, runtime.infer, photo_id, model_version_id,
+            max_attempts=runtime.settings.max_attempts,
         )
     except TRANSIENT:
         logger.warning("photo %s: transient error, retry %d", photo_id, self.request.retries + 1)
@@ -49,11 +45,13 @@ def detect_photo(self, photo_id: int) -> str:  # type: ignore[no-untyped-def]
             raise OperationalError(exc.statement, exc.params, exc.orig) from exc
         _fail(runtime, photo_id, exc)
         raise
-    except SoftTimeLimitExceeded:
-        pipeline.mark_failed(runtime.sessions, photo_id, "timed out: the photo took too long")
+    except (SoftTimeLimitExceeded, InferenceTimeoutError) as exc:
+        pipeline.record_failure(
+            runtime.sessions, photo_id, f"timed out: the photo took too long ({exc})", "timeout"
+        )
         raise
     except Exception as exc:
-        # A bug or an out-of-memory on this photo: record it, never swallow it.
+        # A bug, a model that will not load, an out-of-memory: record it, never swallow it.
         _fail(runtime, photo_id, exc)
         raise
     return outcome.status
@@ -62,4 +60,4 @@ def detect_photo(self, photo_id: int) -> str:  # type: ignore[no-untyped-def]
 def _fail(runtime: Runtime, photo_id: int, exc: Exception) -> None:
     reason = f"internal error: {type(exc).__name__}: {exc}"
     logger.exception("photo %s: %s", photo_id, reason)
-    pipeline.mark_failed(runtime.sessions, photo_id, reason)
+    pipeline.record_failure(runtime.sessions, photo_id, reason, type(exc).__name__)

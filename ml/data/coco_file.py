@@ -78,11 +78,11 @@ def subset(data: CocoDict, image_ids: Iterable[int]) -> CocoDict:
     return out
 
 
-def write_coco(data: CocoDict, path: Path) -> Path:
+def write_json(data: Any, path: Path, indent: int | None = None) -> Path:
     """Write atomically, so processes running folds side by side never read half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(json.dumps(data, indent=indent))
     tmp.replace(path)
     return path
 

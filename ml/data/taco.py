@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,9 @@ def convert_boxes(
             report.not_in_class_set += 1
             continue
         x, y, w, h = (float(v) for v in ann["bbox"])
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            report.degenerate += 1  # a NaN box would turn the whole batch's loss into NaN
+            continue
         x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
         x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
         if (x1, y1, x2, y2) != (x, y, x + w, y + h):
@@ -208,7 +212,9 @@ def _pixels(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
+def collate(
+    batch: Sequence[tuple[torch.Tensor, Target]],
+) -> tuple[list[torch.Tensor], list[Target]]:
     """Detection batches are lists: images differ in size and in box count."""
     images, targets = zip(*batch, strict=True)
     return list(images), list(targets)

@@ -73,7 +73,9 @@ def test_null_island_one_value_and_out_of_range_are_no_location() -> None:
     cases = [
         _gps_tags([Fraction(0)] * 3, [Fraction(0)] * 3),
         _gps_tags([Fraction(45)], [Fraction(7), Fraction(0), Fraction(0)]),
-        _gps_tags([Fraction(95), Fraction(0), Fraction(0)], [Fraction(7), Fraction(0), Fraction(0)]),
+        _gps_tags(
+            [Fraction(95), Fraction(0), Fraction(0)], [Fraction(7), Fraction(0), Fraction(0)]
+        ),
         _gps_tags([_Ratio(1, 0)] * 3, [Fraction(7), Fraction(0), Fraction(0)]),
     ]
     for tags in cases:

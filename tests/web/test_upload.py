@@ -42,8 +42,9 @@ def test_every_real_photo_is_stored_with_its_manifest_location(client, pg_sessio
     decodable = sum(r.decodable for r in ROWS)
     with pg_sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Photo)) == decodable
-        stored = session.scalar(sa.select(PhotoBlob.data).join(Photo).where(
-            Photo.original_filename == ROWS[0].file))
+        stored = session.scalar(
+            sa.select(PhotoBlob.data).join(Photo).where(Photo.original_filename == ROWS[0].file)
+        )
     assert stored == ROWS[0].path.read_bytes()  # the original bytes, untouched
 
 
@@ -62,23 +63,30 @@ def test_rotated_photos_report_the_oriented_size(client, name, stored_size, orie
 
 
 def test_client_position_is_used_when_exif_has_none(client) -> None:  # type: ignore[no-untyped-def]
-    body = post_photo(client, PHOTOS_DIR / "exifsamples__jpg_orientation_landscape_3.jpg",
-                      lat="-33.8568", lon="151.2153", taken_at="2024-05-01T14:30:00+10:00").get_json()
+    body = post_photo(
+        client,
+        PHOTOS_DIR / "exifsamples__jpg_orientation_landscape_3.jpg",
+        lat="-33.8568",
+        lon="151.2153",
+        taken_at="2024-05-01T14:30:00+10:00",
+    ).get_json()
     assert body["location"] == {"lat": -33.8568, "lon": 151.2153, "alt": None, "source": "client"}
     assert body["taken_at"] == "2024-05-01T14:30:00+10:00"
 
 
 def test_exif_wins_over_a_distant_client_position_with_a_warning(client) -> None:  # type: ignore[no-untyped-def]
-    body = post_photo(client, PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0010.jpg",
-                      lat="48.8566", lon="2.3522").get_json()
+    body = post_photo(
+        client, PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0010.jpg", lat="48.8566", lon="2.3522"
+    ).get_json()
     assert body["location"]["source"] == "exif"
     assert body["location"]["lat"] == pytest.approx(43.4674483, abs=1e-6)
     assert any("differs from the photo's EXIF GPS" in w for w in body["warnings"])
 
 
 def test_a_nearby_client_position_adds_no_warning(client) -> None:  # type: ignore[no-untyped-def]
-    body = post_photo(client, PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0012.jpg",
-                      lat="43.4672", lon="11.8854").get_json()
+    body = post_photo(
+        client, PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0012.jpg", lat="43.4672", lon="11.8854"
+    ).get_json()
     assert body["warnings"] == []
 
 
@@ -112,8 +120,11 @@ def test_missing_file_and_non_multipart_are_400(client) -> None:  # type: ignore
     [(b"", 415), (b"%PDF-1.4 not a photo", 415), (b"PK\x03\x04zipzip", 415)],
 )
 def test_files_that_are_not_images_are_415(client, payload, status) -> None:  # type: ignore[no-untyped-def]
-    response = client.post("/api/v1/photos", data={"file": (io.BytesIO(payload), "x.jpg")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/api/v1/photos",
+        data={"file": (io.BytesIO(payload), "x.jpg")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == status
     assert "error" in response.get_json()
 
@@ -121,16 +132,22 @@ def test_files_that_are_not_images_are_415(client, payload, status) -> None:  # 
 def test_gif_is_refused_as_unsupported(client) -> None:  # type: ignore[no-untyped-def]
     buf = io.BytesIO()
     Image.new("RGB", (4, 4)).save(buf, "GIF")
-    response = client.post("/api/v1/photos", data={"file": (io.BytesIO(buf.getvalue()), "a.gif")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/api/v1/photos",
+        data={"file": (io.BytesIO(buf.getvalue()), "a.gif")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 415
     assert response.get_json()["error"]["code"] == "unsupported_format"
 
 
 def test_a_truncated_jpeg_is_422(client) -> None:  # type: ignore[no-untyped-def]
     data = (PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0010.jpg").read_bytes()
-    response = client.post("/api/v1/photos", data={"file": (io.BytesIO(data[: len(data) // 2]),
-                           "half.jpg")}, content_type="multipart/form-data")
+    response = client.post(
+        "/api/v1/photos",
+        data={"file": (io.BytesIO(data[: len(data) // 2]), "half.jpg")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 422
 
 

@@ -24,7 +24,9 @@ def _upload_all(client) -> dict[str, int]:  # type: ignore[no-untyped-def]
 
 
 def test_every_decodable_photo_ends_done_with_geotagged_detections(
-    client, pg_worker, pg_sessions  # type: ignore[no-untyped-def]
+    client,
+    pg_worker,
+    pg_sessions,  # type: ignore[no-untyped-def]
 ) -> None:
     ids = _upload_all(client)
     assert len(ids) == sum(r.decodable for r in ROWS)
@@ -33,8 +35,9 @@ def test_every_decodable_photo_ends_done_with_geotagged_detections(
 
     with pg_sessions() as session:
         rows = session.execute(
-            sa.select(Detection, Photo.lat, Photo.lon, Photo.width, Photo.height)
-            .join(Photo, Photo.id == Detection.photo_id)
+            sa.select(Detection, Photo.lat, Photo.lon, Photo.width, Photo.height).join(
+                Photo, Photo.id == Detection.photo_id
+            )
         ).all()
     assert rows, "the detector produced no detections at all: the run proves nothing"
     assert {r.Detection.photo_id for r in rows} == set(ids.values())
@@ -55,8 +58,10 @@ def test_every_decodable_photo_ends_done_with_geotagged_detections(
 
 def test_rotated_photo_boxes_lie_inside_the_oriented_frame(client, pg_worker, pg_sessions) -> None:  # type: ignore[no-untyped-def]
     ids = {}
-    for name in ("exifsamples__jpg_orientation_landscape_6.jpg",
-                 "exifsamples__jpg_orientation_portrait_8.jpg"):
+    for name in (
+        "exifsamples__jpg_orientation_landscape_6.jpg",
+        "exifsamples__jpg_orientation_portrait_8.jpg",
+    ):
         ids[name] = post_photo(client, PHOTOS_DIR / name).get_json()["id"]
     assert set(wait_for_status(pg_sessions, list(ids.values())).values()) == {"done"}
     for photo_id in ids.values():
@@ -64,8 +69,8 @@ def test_rotated_photo_boxes_lie_inside_the_oriented_frame(client, pg_worker, pg
         assert body["detections"]
         xs = [v for d in body["detections"] for v in d["bbox"][0::2]]
         ys = [v for d in body["detections"] for v in d["bbox"][1::2]]
-        assert 0 <= min(xs) and max(xs) <= body["width"]
-        assert 0 <= min(ys) and max(ys) <= body["height"]
+        assert min(xs) >= 0 and max(xs) <= body["width"]
+        assert min(ys) >= 0 and max(ys) <= body["height"]
 
 
 def test_running_a_photo_twice_changes_nothing(client, pg_settings, pg_worker, pg_sessions) -> None:  # type: ignore[no-untyped-def]
@@ -74,11 +79,22 @@ def test_running_a_photo_twice_changes_nothing(client, pg_settings, pg_worker, p
 
     def snapshot() -> list[tuple]:
         with pg_sessions() as session:
-            return [tuple(r) for r in session.execute(
-                sa.select(Detection.label, Detection.score, Detection.x1, Detection.y1,
-                          Detection.x2, Detection.y2, Detection.model_version_id)
-                .where(Detection.photo_id == photo_id).order_by(Detection.score, Detection.x1)
-            )]
+            return [
+                tuple(r)
+                for r in session.execute(
+                    sa.select(
+                        Detection.label,
+                        Detection.score,
+                        Detection.x1,
+                        Detection.y1,
+                        Detection.x2,
+                        Detection.y2,
+                        Detection.model_version_id,
+                    )
+                    .where(Detection.photo_id == photo_id)
+                    .order_by(Detection.score, Detection.x1)
+                )
+            ]
 
     first = snapshot()
     assert first
@@ -98,7 +114,9 @@ def _wait_for_runs(worker, photo_id: int, count: int, timeout_s: float = 120) ->
     deadline = time.monotonic() + timeout_s
     marker = f"photo {photo_id}: "
     while time.monotonic() < deadline:
-        runs = [line for line in worker.log().splitlines() if marker in line and "detections (" in line]
+        runs = [
+            line for line in worker.log().splitlines() if marker in line and "detections (" in line
+        ]
         if len(runs) >= count:
             return
         time.sleep(0.3)
@@ -106,7 +124,10 @@ def _wait_for_runs(worker, photo_id: int, count: int, timeout_s: float = 120) ->
 
 
 def test_a_photo_whose_bytes_cannot_be_decoded_is_failed_with_a_reason(
-    client, pg_settings, pg_worker, pg_sessions  # type: ignore[no-untyped-def]
+    client,
+    pg_settings,
+    pg_worker,
+    pg_sessions,  # type: ignore[no-untyped-def]
 ) -> None:
     photo_id = post_photo(client, PHOTOS_DIR / "exiftool__t_images_GPS.jpg").get_json()["id"]
     wait_for_status(pg_sessions, [photo_id])

@@ -1,0 +1,317 @@
+"""`trashmap ml ...`: the training-side commands.
+
+Only click and the standard library are imported here: the top-level `trashmap` command
+imports this module, and `trashmap web` must start without torch. Each command imports its
+implementation when it runs and calls a plain `main(options)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+# Kept in step with ml.detector.ARCHITECTURES (a test checks); listed here to avoid torch.
+ARCHITECTURES = (
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+)
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+OUT_DIR = click.Path(file_okay=False, path_type=Path)
+
+# (flags, keyword arguments) of every option `train` and `cv` share.
+_TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--model",), dict(type=click.Choice(ARCHITECTURES), default=ARCHITECTURES[0],
+                        show_default=True, help="torchvision Faster R-CNN architecture.")),
+    (("--classes",), dict(default="taco15", show_default=True,
+                          help="Class set: taco15, taco10, supercategories, litter, 'all' (the "
+                               "file's own categories) or a path to a class-set .json.")),
+    (("--weights",), dict(default="torchvision", show_default=True,
+                          help="Start from 'none' (random), 'torchvision' (COCO weights via the "
+                               "torchvision weights API) or a path to a local weights file.")),
+    (("--trainable-backbone-layers",), dict(type=click.IntRange(0, 6), default=None,
+                                            help="With torchvision weights: backbone stages "
+                                                 "left trainable (torchvision default 3).")),
+    (("--epochs",), dict(type=click.IntRange(1), default=20, show_default=True,
+                         help="Passes over the training images.")),
+    (("--batch-size",), dict(type=click.IntRange(1), default=4, show_default=True,
+                             help="Images per step per process.")),
+    (("--accumulate",), dict(type=click.IntRange(1), default=1, show_default=True,
+                             help="Batches whose gradients add up before one optimizer step.")),
+    (("--optimizer",), dict(type=click.Choice(["adamw", "sgd"]), default="adamw",
+                            show_default=True, help="AdamW, or SGD with momentum.")),
+    (("--lr",), dict(type=float, default=1e-4, show_default=True, help="Learning rate.")),
+    (("--weight-decay",), dict(type=float, default=1e-4, show_default=True,
+                               help="Weight decay.")),
+    (("--momentum",), dict(type=float, default=0.9, show_default=True, help="SGD momentum.")),
+    (("--warmup-iters",), dict(type=click.IntRange(0), default=0, show_default=True,
+                               help="Optimizer steps of linear learning-rate warm-up "
+                                    "(SGD usually wants a few hundred).")),
+    (("--lr-patience",), dict(type=click.IntRange(0), default=3, show_default=True,
+                              help="Epochs without validation gain before ReduceLROnPlateau "
+                                   "cuts the learning rate.")),
+    (("--lr-factor",), dict(type=float, default=0.1, show_default=True,
+                            help="ReduceLROnPlateau's cut factor.")),
+    (("--clip-grad",), dict(type=float, default=None,
+                            help="Clip the gradient norm to this value (off by default).")),
+    (("--select-on",), dict(type=click.Choice(["map", "map50"]), default="map",
+                            show_default=True,
+                            help="Validation metric that picks the checkpoint kept.")),
+    (("--val-fraction",), dict(type=float, default=0.15, show_default=True,
+                               help="Share of the training images held out to pick the best "
+                                    "epoch, when no validation file is given.")),
+    (("--min-size",), dict(type=click.IntRange(32), default=800, show_default=True,
+                           help="Shorter image side fed to the model.")),
+    (("--max-size",), dict(type=click.IntRange(32), default=1333, show_default=True,
+                           help="Upper bound of the longer image side.")),
+    (("--hflip",), dict(type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                        help="Probability of a horizontal flip.")),
+    (("--vflip",), dict(type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                        help="Probability of a vertical flip (litter seen from above).")),
+    (("--scale-jitter",), dict(type=click.FloatRange(0), default=0.0, show_default=True,
+                               help="Scale augmentation: 0.3 zooms out up to 1.3x or crops in "
+                                    "to 1/1.3 of a side. 0 turns it off.")),
+    (("--photometric",), dict(type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                              help="Probability of brightness/contrast/saturation/hue jitter.")),
+    (("--rois-per-image",), dict(type=click.IntRange(1), default=None,
+                                 help="Boxes sampled per image for the box head in training "
+                                      "(torchvision: 512).")),
+    (("--rpn-proposals",), dict(type=click.IntRange(1), default=None,
+                                help="RPN proposals kept per image in training "
+                                     "(torchvision: 2000).")),
+    (("--freeze-bn/--no-freeze-bn",), dict(default=False, show_default=True,
+                                           help="Freeze every BatchNorm (for small batches).")),
+    (("--keep-empty/--drop-empty",), dict(default=True, show_default=True,
+                                          help="Keep images with no box of the class set "
+                                               "as negatives.")),
+    (("--device",), dict(default="auto", show_default=True,
+                         help="auto, cpu, cuda or cuda:N (torchrun sets one per process).")),
+    (("--amp/--no-amp",), dict(default=True, show_default=True,
+                               help="Mixed precision with torch.amp (CUDA only).")),
+    (("--workers",), dict(type=click.IntRange(0), default=4, show_default=True,
+                          help="DataLoader worker processes.")),
+    (("--threads",), dict(type=click.IntRange(1), default=None,
+                          help="CPU threads for torch (default: torch's choice).")),
+    (("--seed",), dict(type=int, default=42, show_default=True,
+                       help="Seed of splits, folds, initialisation and augmentation.")),
+    (("--resume",), dict(is_flag=True, help="Continue from OUT/last.pt if it exists.")),
+    (("--val-images",), dict(type=click.IntRange(0), default=4, show_default=True,
+                             help="Validation images saved with their boxes each epoch.")),
+    (("--score-threshold",), dict(type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                                  help="Score threshold stored in the checkpoint for workers.")),
+    (("--name",), dict(default="trashmap", show_default=True, help="Model name.")),
+    (("--version",), dict(default=None, help="Model version (default: start time, UTC).")),
+    (("--tensorboard/--no-tensorboard",), dict(default=True, show_default=True,
+                                               help="Write TensorBoard logs to OUT/tensorboard.")),
+    (("--progress/--no-progress",), dict(default=True, show_default=True,
+                                         help="Show progress bars.")),
+]
+
+
+def train_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a command with every option of `train` (shared by `cv`)."""
+    for flags, kwargs in reversed(_TRAIN_OPTIONS):
+        command = click.option(*flags, **kwargs)(command)
+    return command
+
+
+def _setup_logging() -> None:
+    # Handlers are configured at entry points only; keep a caller's configuration if present.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+def _run(function: Callable[[], Any]) -> Any:
+    """Call `function`, turning expected failures into a one-line error and exit status 1."""
+    try:
+        return function()
+    except (ValueError, FileNotFoundError, ArithmeticError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@click.group(name="ml")
+def ml() -> None:
+    """Train, cross-validate, evaluate and run the litter detector (offline, needs torch)."""
+    _setup_logging()
+
+
+@ml.command("download-taco")
+@click.option("--annotations", type=EXISTING_FILE, required=True,
+              help="COCO annotation file whose images to fetch (e.g. TACO's annotations.json).")
+@click.option("--out", type=OUT_DIR, required=True,
+              help="Folder for the images, laid out by their file_name (batch_1/000006.jpg).")
+@click.option("--url-field", default="flickr_url", show_default=True,
+              help="Image field holding the URL; flickr_url is the original with its EXIF.")
+@click.option("--workers", type=click.IntRange(1), default=8, show_default=True,
+              help="Parallel downloads.")
+@click.option("--retries", type=click.IntRange(0), default=4, show_default=True,
+              help="Extra attempts after a network error, 429 or 5xx.")
+@click.option("--backoff", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Seconds before the first retry; doubles each time.")
+@click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds to wait for the server on each request.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar.")
+def download_taco(**kwargs: Any) -> None:
+    """Download and verify every image of an annotation file; resumable, reports failures."""
+    from ml.download import REPORT, DownloadOptions, main
+
+    report = _run(lambda: main(DownloadOptions(**kwargs)))
+    click.echo(
+        f"{report['images']} images: {report['downloaded']} downloaded, {report['present']} "
+        f"already present, {len(report['failed'])} failed (details in {kwargs['out'] / REPORT})"
+    )
+    for failure in report["failed"]:
+        click.echo(f"  {failure['file_name']}: {failure['reason']}", err=True)
+    if report["failed"]:
+        raise SystemExit(1)
+
+
+@ml.command()
+@click.option("--annotations", type=EXISTING_FILE, required=True,
+              help="COCO annotation file to describe.")
+@click.option("--images", type=EXISTING_DIR, default=None,
+              help="Image folder; when given, sample images are drawn with their boxes.")
+@click.option("--out", type=OUT_DIR, required=True,
+              help="Folder for meta_df.csv, stats.json and the plots.")
+@click.option("--min-size", type=click.IntRange(32), default=800, show_default=True,
+              help="Training input size used to report box sizes as the model sees them.")
+@click.option("--max-size", type=click.IntRange(32), default=1333, show_default=True,
+              help="Upper bound of the longer side, as in training.")
+@click.option("--samples", type=click.IntRange(0), default=8, show_default=True,
+              help="Images drawn in samples.png.")
+def explore(**kwargs: Any) -> None:
+    """Describe an annotation file: per-annotation CSV, statistics and plots."""
+    from ml.explore import ExploreOptions, main
+
+    stats = _run(lambda: main(ExploreOptions(**kwargs)))
+    top = list(stats["per_supercategory"].items())[:3]
+    click.echo(
+        f"{stats['images']} images, {stats['annotations']} annotations, "
+        f"{stats['categories']} categories, {stats['supercategories']} supercategories; "
+        f"largest: {', '.join(f'{n} ({c})' for n, c in top)}; written to {kwargs['out']}"
+    )
+
+
+def _echo_training(result: Any) -> None:
+    click.echo(
+        f"best epoch {result.best_epoch + 1}: val map {result.val_metrics.get('map')}, "
+        f"map50 {result.val_metrics.get('map50')} -> {result.checkpoint}"
+    )
+    if result.test_metrics:
+        click.echo(f"test map {result.test_metrics.get('map')}, "
+                   f"map50 {result.test_metrics.get('map50')}")
+    click.echo(f"{result.images_per_s:.2f} images/s, "
+               f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB")
+
+
+@ml.command()
+@click.option("--annotations", type=EXISTING_FILE, required=True,
+              help="COCO file of the training images.")
+@click.option("--images", type=EXISTING_DIR, required=True,
+              help="Folder the annotations' file_name paths are relative to.")
+@click.option("--out", type=OUT_DIR, required=True,
+              help="Run folder: best.pt, last.pt, log.csv, tensorboard/, val_images/.")
+@click.option("--val-annotations", type=EXISTING_FILE, default=None,
+              help="COCO file that picks the best epoch (default: a stratified "
+                   "--val-fraction of --annotations).")
+@click.option("--test-annotations", type=EXISTING_FILE, default=None,
+              help="COCO file scored once with the chosen checkpoint; never used to choose.")
+@train_options
+def train(**kwargs: Any) -> None:
+    """Fine-tune a Faster R-CNN; keeps the epoch with the best validation mAP (OUT/best.pt)."""
+    from ml.train import TrainOptions, main
+
+    _echo_training(_run(lambda: main(TrainOptions(**kwargs))))
+
+
+@ml.command()
+@click.option("--annotations", type=EXISTING_FILE, default=None,
+              help="COCO file to split into folds (not needed with --summarise).")
+@click.option("--images", type=EXISTING_DIR, default=None,
+              help="Folder the annotations' file_name paths are relative to.")
+@click.option("--out", type=OUT_DIR, required=True,
+              help="Folder for folds/, fold_K/ runs and cv_summary.json / .md.")
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True,
+              help="Number of folds over images, stratified by class.")
+@click.option("--fold", type=click.IntRange(0), default=None,
+              help="Run only fold K (0-based), e.g. one per GPU or process.")
+@click.option("--summarise", "summarise_only", is_flag=True,
+              help="Only collect finished folds into cv_summary.json.")
+@train_options
+def cv(annotations: Path | None, images: Path | None, out: Path, folds: int, fold: int | None,
+       summarise_only: bool, **kwargs: Any) -> None:
+    """K-fold cross-validation: each fold trains (all `train` options apply) and is scored."""
+    from ml.cross_validate import SUMMARY, CVOptions, main
+    from ml.train import TrainOptions
+
+    if not summarise_only and (annotations is None or images is None):
+        raise click.UsageError("--annotations and --images are required unless --summarise")
+    cv_options = CVOptions(annotations, images, out, folds, fold, summarise_only)
+    placeholder = Path(".")  # each fold sets its own annotations, images and out
+    options = TrainOptions(annotations=placeholder, images=placeholder, out=placeholder, **kwargs)
+    summary = _run(lambda: main(cv_options, options))
+    if summary is None:
+        click.echo(f"fold {fold} done; run with --summarise once every fold has finished")
+        return
+    mean, std = summary["mean"], summary["std"]
+    click.echo(f"{folds} folds: map {mean['map']} ± {std['map']}, "
+               f"map50 {mean['map50']} ± {std['map50']} -> {out / SUMMARY}")
+
+
+@ml.command()
+@click.option("--weights", type=EXISTING_FILE, required=True, help="Checkpoint to score.")
+@click.option("--annotations", type=EXISTING_FILE, required=True,
+              help="COCO file of the split to score it on.")
+@click.option("--images", type=EXISTING_DIR, required=True,
+              help="Folder the annotations' file_name paths are relative to.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the metrics to this JSON file.")
+@click.option("--classes", default=None,
+              help="Class set mapping the file's categories (default: the checkpoint's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
+              help="Images per forward pass.")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
+              help="DataLoader worker processes.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar.")
+def evaluate(**kwargs: Any) -> None:
+    """COCO mAP@[.5:.95], mAP50, mAP75, by size and per class, with pycocotools."""
+    from ml.coco_eval import format_metrics
+    from ml.evaluate import EvaluateOptions, main
+
+    click.echo(format_metrics(_run(lambda: main(EvaluateOptions(**kwargs)))))
+
+
+@ml.command()
+@click.option("--weights", type=EXISTING_FILE, required=True, help="Checkpoint to run.")
+@click.argument("inputs", type=EXISTING_DIR)
+@click.option("--out", type=OUT_DIR, required=True,
+              help="Folder for the annotated images and detections.json.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
+              help="Images per forward pass.")
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=None,
+              help="Keep detections at least this confident (default: the checkpoint's).")
+@click.option("--min-size", type=click.IntRange(32), default=None,
+              help="Override the checkpoint's input size (shorter side).")
+@click.option("--max-size", type=click.IntRange(32), default=None,
+              help="Override the checkpoint's longer-side bound.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar.")
+def predict(**kwargs: Any) -> None:
+    """Detect litter in INPUTS (JPEG, PNG, HEIC; EXIF orientation applied)."""
+    from ml.predict import DETECTIONS, PredictOptions, main
+
+    report = _run(lambda: main(PredictOptions(**kwargs)))
+    found = sum(len(e.get("detections", [])) for e in report["images"])
+    click.echo(f"{len(report['images'])} images, {found} detections -> "
+               f"{kwargs['out'] / DETECTIONS}")

@@ -1,0 +1,198 @@
+"""The fast inference path: reduced-scale decoding, shape-grouped batches, mixed precision.
+
+Shared by the detection workers and `trashmap bench infer`. Batches group images whose
+resized, padded shape is the same, so no image is padded more than it would be alone and a
+batch finds exactly what one-at-a-time prediction finds (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from ml.detector import Detection, Detector
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_TRANSPOSED = {5, 6, 7, 8}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 on a CUDA GPU that supports it and fp32 everywhere else."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def padded_shape(
+    height: int, width: int, min_size: int, max_size: int, divisor: int = 32
+) -> tuple[int, int]:
+    """The (h, w) torchvision's detection transform resizes and pads an image to.
+
+    Mirrors GeneralizedRCNNTransform in float32, so images sharing this key batch without
+    any padding beyond what each gets alone.
+    """
+    short = torch.tensor(float(min(height, width)))
+    long = torch.tensor(float(max(height, width)))
+    scale = torch.min(float(min_size) / short, float(max_size) / long).item()
+    new_h, new_w = math.floor(height * scale), math.floor(width * scale)
+    return (math.ceil(new_h / divisor) * divisor, math.ceil(new_w / divisor) * divisor)
+
+
+def group_by_shape(
+    sizes: Sequence[tuple[int, int]], min_size: int, max_size: int, max_batch: int
+) -> list[list[int]]:
+    """Indices of images (height, width) grouped by padded shape, in chunks of max_batch."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, (height, width) in enumerate(sizes):
+        groups.setdefault(padded_shape(height, width, min_size, max_size), []).append(index)
+    return [
+        members[start : start + max_batch]
+        for members in groups.values()
+        for start in range(0, len(members), max_batch)
+    ]
+
+
+def open_for_model(
+    data: bytes, input_size: tuple[int, int] | None, draft: bool = True
+) -> tuple[Image.Image, float]:
+    """RGB image turned upright by EXIF, and the factor from its pixels to the full photo's.
+
+    With `draft`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still
+    covers `input_size` (min side, max side): the model would downscale it anyway.
+    """
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    orientation = int(image.getexif().get(0x0112, 1) or 1)
+    full_width = height if orientation in _TRANSPOSED else width
+    if draft and input_size is not None and image.format in ("JPEG", "MPO"):
+        scale = min(input_size[0] / min(width, height), input_size[1] / max(width, height))
+        if scale < 1:
+            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+    image = ImageOps.exif_transpose(image)
+    image = image if image.mode == "RGB" else image.convert("RGB")
+    return image, full_width / image.size[0]
+
+
+def decode_jpeg_on_device(data: bytes, device: torch.device) -> torch.Tensor:
+    """Upright uint8 CHW tensor decoded by nvJPEG on `device` (or libjpeg on the CPU)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    # Pillow reads only the header here; the pixels are decoded by torchvision.
+    with Image.open(io.BytesIO(data)) as header:
+        orientation = int(header.getexif().get(0x0112, 1) or 1)
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    tensor = decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
+    return orient_tensor(tensor, orientation)
+
+
+def orient_tensor(tensor: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply an EXIF orientation (1-8) to a CHW tensor, as Pillow's exif_transpose does."""
+    if orientation == 2:
+        return tensor.flip(-1)
+    if orientation == 3:
+        return tensor.flip(-1, -2)
+    if orientation == 4:
+        return tensor.flip(-2)
+    if orientation == 5:
+        return tensor.transpose(-1, -2)
+    if orientation == 6:
+        return tensor.transpose(-1, -2).flip(-1)
+    if orientation == 7:
+        return tensor.transpose(-1, -2).flip(-1, -2)
+    if orientation == 8:
+        return tensor.transpose(-1, -2).flip(-2)
+    return tensor
+
+
+class BatchPredictor:
+    """Runs one Detector on many images at once, as fast as its device allows."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        max_batch: int = 8,
+        precision: str = "auto",
+        channels_last: bool | None = None,
+        compile_model: bool = False,
+    ) -> None:
+        self.detector = detector
+        self.max_batch = max(1, max_batch)
+        self.precision = resolve_precision(precision, detector.device)
+        self.on_cuda = detector.device.type == "cuda"
+        if channels_last if channels_last is not None else self.on_cuda:
+            # Tensor cores want NHWC; on CPUs the gain is small and not worth a copy.
+            detector.model.to(memory_format=torch.channels_last)
+        if compile_model:
+            # The backbone sees few distinct shapes (batches are grouped by shape); the
+            # detection heads have data-dependent shapes and stay eager.
+            detector.model.backbone = torch.compile(detector.model.backbone, dynamic=False)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.detector.device.type, dtype=_DTYPES[self.precision])
+
+    def _as_tensor(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        tensor = image if isinstance(image, torch.Tensor) else pil_to_tensor(image)
+        if self.on_cuda and tensor.device.type == "cpu":
+            # Page-locked memory lets the copy to the GPU run asynchronously.
+            tensor = tensor.pin_memory()
+        return tensor
+
+    def chunks(self, images: Sequence[Image.Image | torch.Tensor]) -> Iterator[list[int]]:
+        """Index groups one model call each: same padded shape, at most max_batch."""
+        sizes = [_size(image) for image in images]
+        min_size, max_size = self.detector.input_size
+        yield from group_by_shape(sizes, min_size, max_size, self.max_batch)
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        images: Sequence[Image.Image | torch.Tensor],
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+    ) -> list[list[Detection]]:
+        """Detections per image (boxes in that image's pixels), in the order given."""
+        results: list[list[Detection]] = [[] for _ in images]
+        tensors = [self._as_tensor(image) for image in images]
+        for chunk in self.chunks(images):
+            with self._autocast():
+                found = self.detector.predict(
+                    [tensors[i] for i in chunk], score_threshold, max_detections
+                )
+            for index, detections in zip(chunk, found, strict=True):
+                results[index] = detections
+        return results
+
+    def memory(self) -> dict[str, int]:
+        """Bytes of GPU memory allocated / reserved / peak on this predictor's device."""
+        if not self.on_cuda:
+            return {}
+        device = self.detector.device
+        return {
+            "allocated": torch.cuda.memory_allocated(device),
+            "reserved": torch.cuda.memory_reserved(device),
+            "peak": torch.cuda.max_memory_allocated(device),
+        }
+
+
+def _size(image: Image.Image | torch.Tensor) -> tuple[int, int]:
+    if isinstance(image, torch.Tensor):
+        return int(image.shape[-2]), int(image.shape[-1])
+    return image.size[1], image.size[0]

@@ -1,0 +1,245 @@
+"""`trashmap ml train`: fine-tune a Faster R-CNN on COCO-format litter annotations.
+
+The checkpoint kept is the epoch with the best mAP on an inner validation split (a file, or a
+stratified share of the training images); a test split, when given, is only ever reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml import distributed, recipe
+from ml.categories import ClassSet, load_class_set
+from ml.coco_eval import coco_metrics, format_metrics
+from ml.data import TacoDataset
+from ml.data.coco_file import read_coco, write_json
+from ml.detector import resolve_device, save_checkpoint
+from ml.engine import evaluate, peak_memory_bytes, reset_peak_memory, train_one_epoch
+from ml.recipe import TrainOptions
+from ml.training_log import TrainingLog, metric_columns
+from ml.transforms import eval_transforms
+
+logger = logging.getLogger(__name__)
+
+BEST = "best.pt"
+LAST = "last.pt"
+METRICS = "metrics.json"
+
+__all__ = ["TrainOptions", "TrainResult", "main"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the chosen model is and what it scored."""
+
+    checkpoint: Path
+    best_epoch: int
+    val_metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None
+    images_per_s: float
+    peak_memory_bytes: int
+
+
+def _validate(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    dataset: TacoDataset,
+    device: torch.device,
+    ctx: distributed.Context,
+    options: TrainOptions,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    amp = options.amp and device.type == "cuda"
+    detections = evaluate(model, loader, device, amp=amp, progress=options.progress and ctx.is_main)
+    detections = distributed.gather(ctx, detections)
+    metrics = None
+    if ctx.is_main:
+        metrics = coco_metrics(dataset.ground_truth(), detections, dataset.class_set.classes)
+    return distributed.broadcast(ctx, metrics) or {}, detections
+
+
+def _samples(
+    dataset: TacoDataset, detections: list[dict[str, Any]], count: int, threshold: float
+) -> list[tuple[Any, ...]]:
+    by_id = {d["image_id"]: d for d in detections}
+    samples = []
+    for index in range(min(count, len(dataset))):
+        record = dataset.records[index]
+        det = by_id.get(record.image_id, {"boxes": [], "scores": [], "labels": []})
+        kept = [
+            (box, f"{dataset.class_set.name_of(label)} {score:.2f}")
+            for box, score, label in zip(det["boxes"], det["scores"], det["labels"], strict=True)
+            if score >= threshold
+        ][:25]
+        samples.append((
+            record.image_id, dataset.load_image(index), record.boxes.tolist(),
+            [b for b, _ in kept], [c for _, c in kept],
+        ))
+    return samples
+
+
+def _resume(
+    options: TrainOptions, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    plateau: Any, scaler: torch.amp.GradScaler,
+) -> dict[str, Any]:
+    """Restore the last epoch's state when --resume finds one; the loop's counters otherwise."""
+    fresh = {"epoch": -1, "best_score": float("-inf"), "best_epoch": -1, "global_step": 0,
+             "best_val": {}}
+    path = options.out / LAST
+    if not options.resume:
+        return fresh
+    if not path.is_file():
+        logger.warning("--resume: %s does not exist yet, starting from scratch", path)
+        return fresh
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["arch"] != options.model or tuple(state["class_names"]) != tuple(
+        load_class_set(options.classes, read_coco(options.annotations)["categories"]).classes
+    ):
+        raise ValueError(f"{path} is a {state['arch']} run for other classes; use another --out")
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    plateau.load_state_dict(state["plateau"])
+    scaler.load_state_dict(state["scaler"])
+    logger.info("resuming after epoch %d from %s", state["epoch"], path)
+    return {key: state[key] for key in fresh}
+
+
+def main(options: TrainOptions) -> TrainResult:
+    """Train, keep the epoch with the best validation mAP, and score it on the test split."""
+    options = recipe.with_version(options)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = resolve_device(options.device)
+    ctx = distributed.init_from_env(device)
+    if ctx.distributed and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    try:
+        return _run(options, ctx, device)
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) -> TrainResult:
+    recipe.seed_everything(options.seed)
+    train_ds, val_ds, class_set = recipe.datasets(options)
+    if len(train_ds) == 0:
+        raise ValueError(
+            f"{options.annotations} has no training images in class set {class_set.name}"
+        )
+    options.out.mkdir(parents=True, exist_ok=True)
+    model = recipe.model(options, class_set, device)
+    optimizer = recipe.optimizer(options, model)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=options.lr_factor, patience=options.lr_patience
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=options.amp and device.type == "cuda")
+    state = _resume(options, model, optimizer, plateau, scaler)
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    warmup = recipe.warmup(options, optimizer, state["global_step"])
+    loader = recipe.loader(train_ds, options, ctx, train=True)
+    val_loader = recipe.loader(val_ds, options, ctx, train=False) if val_ds is not None else None
+    log = TrainingLog(options.out, options.tensorboard) if ctx.is_main else None
+    extra = {"class_set": class_set.to_dict(), "options": options.to_dict()}
+    speeds: list[float] = []
+    peak = 0
+    for epoch in range(state["epoch"] + 1, options.epochs):
+        sampler = loader.batch_sampler.sampler  # type: ignore[union-attr]
+        if isinstance(sampler, torch.utils.data.DistributedSampler):
+            sampler.set_epoch(epoch)
+        reset_peak_memory(device)
+        result = train_one_epoch(
+            net, optimizer, loader, device, epoch=epoch, scaler=scaler,
+            accumulate=options.accumulate, warmup=warmup, clip_grad=options.clip_grad,
+            progress=options.progress and ctx.is_main,
+        )
+        state["global_step"] += -(-len(loader) // options.accumulate)
+        if warmup is not None and state["global_step"] >= options.warmup_iters:
+            warmup = None
+        metrics: dict[str, Any] = {}
+        detections: list[dict[str, Any]] = []
+        if val_loader is not None and val_ds is not None:
+            metrics, detections = _validate(model, val_loader, val_ds, device, ctx, options)
+            plateau.step(metrics.get(options.select_on) or 0.0)
+        score = metrics.get(options.select_on) or 0.0
+        improved = val_ds is None or score > state["best_score"]
+        if improved:
+            state.update(best_score=score, best_epoch=epoch, best_val=metrics)
+        speed = result.images_per_s * ctx.world_size
+        speeds.append(speed)
+        peak = max(peak, peak_memory_bytes(device))
+        if ctx.is_main and log is not None:
+            best_so_far = {"val": state["best_val"], "best_epoch": state["best_epoch"]}
+            info = recipe.model_info(options, class_set, best_so_far)
+            if improved:
+                save_checkpoint(options.out / BEST, model, info, **extra)
+            save_checkpoint(
+                options.out / LAST, model, info, **extra, epoch=epoch,
+                optimizer=optimizer.state_dict(), plateau=plateau.state_dict(),
+                scaler=scaler.state_dict(), **{k: v for k, v in state.items() if k != "epoch"},
+            )
+            log.epoch(epoch, {
+                **{f"train/{k}": v for k, v in result.losses.items()},
+                "train/lr": result.lr, "perf/images_per_s": speed,
+                "perf/peak_memory_mib": peak / 2**20, "perf/epoch_seconds": result.seconds,
+                **metric_columns("val", metrics),
+            })
+            if val_ds is not None and options.val_images:
+                shown = _samples(val_ds, detections, options.val_images, options.score_threshold)
+                log.images(epoch, shown)
+            logger.info(
+                "epoch %d/%d: loss %.4f, %.1f images/s, peak memory %.0f MiB, val %s%s",
+                epoch + 1, options.epochs, result.losses.get("loss", float("nan")), speed,
+                peak / 2**20, format_metrics(metrics) if metrics else "-",
+                " (best so far)" if improved else "",
+            )
+        distributed.barrier(ctx)
+    if log is not None:
+        log.close()
+    return _finish(options, ctx, device, model, class_set, state, speeds, peak)
+
+
+def _finish(
+    options: TrainOptions, ctx: distributed.Context, device: torch.device,
+    model: torch.nn.Module, class_set: ClassSet, state: dict[str, Any],
+    speeds: list[float], peak: int,
+) -> TrainResult:
+    """Reload the best epoch, score it on the test split if any, and record the outcome."""
+    best_path = options.out / BEST
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(best["state_dict"])
+    test_metrics = None
+    if options.test_annotations is not None:
+        test_ds = TacoDataset(
+            read_coco(options.test_annotations), options.images, class_set,
+            eval_transforms(options.min_size, options.max_size),
+        )
+        test_metrics, _ = _validate(
+            model, recipe.loader(test_ds, options, ctx, train=False), test_ds, device, ctx, options
+        )
+    images_per_s = sum(speeds) / len(speeds) if speeds else 0.0
+    summary = {
+        "best_epoch": best.get("metrics", {}).get("best_epoch", state["best_epoch"]),
+        "val": best.get("metrics", {}).get("val", state["best_val"]),
+        "test": test_metrics, "images_per_s": images_per_s, "peak_memory_bytes": peak,
+        "classes": list(class_set.classes), "checkpoint": str(best_path),
+    }
+    if ctx.is_main:
+        metrics = {k: summary[k] for k in ("val", "test", "best_epoch")}
+        info = recipe.model_info(options, class_set, metrics)
+        save_checkpoint(
+            best_path, model, info, class_set=class_set.to_dict(), options=options.to_dict()
+        )
+        write_json(summary, options.out / METRICS, indent=2)
+        if test_metrics:
+            logger.info("test: %s", format_metrics(test_metrics))
+    distributed.barrier(ctx)
+    return TrainResult(
+        best_path, summary["best_epoch"], summary["val"], test_metrics, images_per_s, peak
+    )

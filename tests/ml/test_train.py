@@ -1,0 +1,153 @@
+"""Training learns, keeps its promises about checkpoints, and stops on a non-finite loss."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ml import recipe
+from ml.categories import load_class_set
+from ml.data import TacoDataset
+from ml.detector import Detector, read_checkpoint, save_checkpoint
+from ml.engine import NonFiniteLossError
+from ml.evaluate import EvaluateOptions
+from ml.evaluate import main as evaluate_main
+from ml.train import BEST, LAST, METRICS, TrainOptions, TrainResult
+from ml.train import main as train_main
+from ml.transforms import eval_transforms
+from tests.ml.conftest import SMALL
+
+
+def _untrained_checkpoint(options: TrainOptions, path: Path) -> Path:
+    data = json.loads(options.annotations.read_text())
+    class_set = load_class_set(options.classes, data["categories"])
+    recipe.seed_everything(options.seed)
+    model = recipe.model(options, class_set, torch.device("cpu"))
+    info = recipe.model_info(options, class_set, {})
+    return save_checkpoint(path, model, info, class_set=class_set.to_dict())
+
+
+@pytest.mark.slow
+def test_training_raises_map50_well_above_the_untrained_model(
+    trained: tuple[TrainOptions, TrainResult], tmp_path: Path
+) -> None:
+    options, result = trained
+    untrained = evaluate_main(EvaluateOptions(
+        weights=_untrained_checkpoint(options, tmp_path / "untrained.pt"),
+        annotations=options.test_annotations, images=options.images,
+        device="cpu", workers=0, progress=False,
+    ))
+    assert result.test_metrics is not None
+    assert untrained["images"] == result.test_metrics["images"] == 16
+    assert untrained["map50"] < 0.05
+    assert result.test_metrics["map50"] > 0.3
+    assert result.test_metrics["map50"] > untrained["map50"] + 0.25
+    # The same number again, through `evaluate` on the saved checkpoint.
+    again = evaluate_main(EvaluateOptions(
+        weights=result.checkpoint, annotations=options.test_annotations, images=options.images,
+        device="cpu", workers=0, progress=False,
+    ))
+    assert again["map50"] == pytest.approx(result.test_metrics["map50"], abs=1e-6)
+
+
+def test_run_folder_and_self_describing_checkpoint(
+    trained: tuple[TrainOptions, TrainResult],
+) -> None:
+    options, result = trained
+    out = options.out
+    assert result.checkpoint == out / BEST and (out / LAST).is_file()
+    info, payload = read_checkpoint(out / BEST)
+    assert info.arch == SMALL["model"] and info.class_names == ("litter",)
+    assert (info.min_size, info.max_size) == (128, 172) and info.score_threshold == 0.5
+    assert info.version == options.version or len(info.version) == 14  # UTC start time
+    assert info.metrics["best_epoch"] == result.best_epoch
+    assert info.metrics["val"]["map"] == result.val_metrics["map"]
+    assert info.metrics["test"]["map50"] == result.test_metrics["map50"]
+    assert payload["class_set"]["name"] == "litter"
+    summary = json.loads((out / METRICS).read_text())
+    assert summary["best_epoch"] == result.best_epoch and summary["test"] == result.test_metrics
+    with open(out / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == list(range(12))
+    assert all(float(r["perf/images_per_s"]) > 0 for r in rows)
+    # The kept epoch is the best on validation, which is never the test split.
+    val_maps = [float(r["val/map"] or 0) for r in rows]
+    assert val_maps[result.best_epoch] == max(val_maps)
+    assert len(list((out / "val_images" / "epoch_000").glob("*.jpg"))) == 2
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert result.images_per_s > 0 and result.peak_memory_bytes > 100 * 2**20
+
+
+def test_checkpoint_predicts_in_the_worker_detector_as_in_training(
+    trained: tuple[TrainOptions, TrainResult],
+) -> None:
+    options, result = trained
+    detector = Detector.from_checkpoint(result.checkpoint, "cpu")
+    # The training side: the model as training builds it, with the kept weights.
+    data = json.loads(options.annotations.read_text())
+    class_set = load_class_set(options.classes, data["categories"])
+    model = recipe.model(options, class_set, torch.device("cpu"))
+    model.load_state_dict(torch.load(result.checkpoint, weights_only=True)["state_dict"])
+    model.eval()
+    model.roi_heads.score_thresh = 0.05
+    test_set = TacoDataset(options.test_annotations, options.images, class_set)
+    images = [test_set.load_image(i) for i in range(6)]
+    found = detector.predict(images, score_threshold=0.05)
+    assert sum(len(f) for f in found) > 0
+    with torch.inference_mode():
+        expected = model([detector.to_tensor(image) for image in images])
+    for dets, out in zip(found, expected, strict=True):
+        assert [d.label for d in dets] == ["litter"] * len(out["boxes"])
+        assert torch.allclose(torch.tensor([d.box for d in dets]).reshape(-1, 4), out["boxes"],
+                              atol=1e-3)
+        assert torch.allclose(torch.tensor([d.score for d in dets]), out["scores"], atol=1e-5)
+
+
+def test_evaluation_maps_boxes_back_to_annotation_pixels(
+    trained: tuple[TrainOptions, TrainResult],
+) -> None:
+    """Scoring at 128 px or at the photos' own size finds the same objects in the same place."""
+    options, result = trained
+    class_set = load_class_set(options.classes)
+    small = evaluate_main(EvaluateOptions(
+        weights=result.checkpoint, annotations=options.test_annotations, images=options.images,
+        device="cpu", workers=0, progress=False,
+    ))
+    assert small["map50"] > 0.3
+    dataset = TacoDataset(options.test_annotations, options.images, class_set,
+                          eval_transforms(128, 172))
+    image, target = dataset[0]
+    assert image.shape[-2:] != (target["orig_size"][0], target["orig_size"][1])
+
+
+def test_resume_continues_after_the_last_epoch(shapes: Path, tmp_path: Path) -> None:
+    base = TrainOptions(
+        annotations=shapes / "annotations.json", images=shapes, out=tmp_path,
+        classes="all", epochs=1, batch_size=4, lr=1e-3, val_fraction=0.2, val_images=0,
+        **{**SMALL, "min_size": 64, "max_size": 86, "rois_per_image": 16, "tensorboard": False},
+    )
+    first = train_main(base)
+    assert torch.load(tmp_path / LAST, weights_only=True)["epoch"] == 0
+    second = train_main(dataclasses.replace(base, epochs=2, resume=True))
+    last = torch.load(tmp_path / LAST, weights_only=True)
+    assert last["epoch"] == 1 and "optimizer" in last and "plateau" in last
+    with open(tmp_path / "log.csv", newline="") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1]
+    assert second.best_epoch in (0, 1) and first.best_epoch == 0
+
+
+def test_a_non_finite_loss_stops_the_run(shapes: Path, tmp_path: Path) -> None:
+    options = TrainOptions(
+        annotations=shapes / "annotations.json", images=shapes, out=tmp_path,
+        classes="all", epochs=1, batch_size=1, optimizer="sgd", lr=1e12, momentum=0.0,
+        weight_decay=0.0, val_fraction=0.2, val_images=0,
+        **{**SMALL, "min_size": 64, "max_size": 86, "rois_per_image": 16, "tensorboard": False},
+    )
+    with pytest.raises(NonFiniteLossError, match="loss is (nan|inf)"):
+        train_main(options)
+    assert not (tmp_path / BEST).exists()

@@ -1,0 +1,145 @@
+"""The model version registry: register a checkpoint, activate one, find the active one.
+
+A checkpoint's path is kept in the row's `metrics` JSON under `checkpoint_path` (no schema
+change): every worker must be able to read that path (a shared or identical mount).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from web.models import Detection, ModelVersion
+from web.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "checkpoint_path"
+
+
+class VersionError(ValueError):
+    """A model version cannot be found, registered or loaded as asked."""
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """What a worker needs to know to load a registered version."""
+
+    id: int
+    label: str
+    weights_sha256: str | None
+    checkpoint: Path | None
+
+
+def ref_of(row: ModelVersion) -> VersionRef:
+    path = (row.metrics or {}).get(CHECKPOINT_KEY)
+    return VersionRef(row.id, row.label, row.weights_sha256, Path(path) if path else None)
+
+
+def register_checkpoint(session: Session, path: Path) -> tuple[ModelVersion, bool]:
+    """The row for this checkpoint, created when new; (row, created). Flushes, never commits."""
+    from ml.detector import CheckpointError, file_sha256, read_checkpoint
+
+    path = path.expanduser().resolve()
+    try:
+        info, _ = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise VersionError(str(exc)) from None
+    sha256 = file_sha256(path)
+    row = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.name == info.name, ModelVersion.version == info.version
+        )
+    )
+    metrics: dict[str, Any] = {**info.metrics, CHECKPOINT_KEY: str(path)}
+    if row is not None:
+        if row.weights_sha256 not in (None, sha256):
+            raise VersionError(
+                f"{info.name}:{info.version} is already registered with other weights "
+                f"(sha256 {row.weights_sha256[:12]}...); give the new checkpoint a new version"
+            )
+        row.weights_sha256 = sha256
+        row.metrics = {**(row.metrics or {}), **metrics}
+        return row, False
+    row = ModelVersion(
+        name=info.name,
+        version=info.version,
+        arch=info.arch,
+        weights_sha256=sha256,
+        class_names=list(info.class_names),
+        metrics=metrics,
+    )
+    session.add(row)
+    session.flush()
+    return row, True
+
+
+def find_version(session: Session, ref: str) -> ModelVersion:
+    """A version by id (`3`), `name:version`, or a version string that is unique."""
+    row = None
+    if ref.isdigit():
+        row = session.get(ModelVersion, int(ref))
+    elif ":" in ref:
+        name, version = ref.split(":", 1)
+        row = session.scalar(
+            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+        )
+    else:
+        rows = list(session.scalars(select(ModelVersion).where(ModelVersion.version == ref)))
+        if len(rows) > 1:
+            raise VersionError(f"{ref!r} names {len(rows)} versions; use NAME:VERSION or the id")
+        row = rows[0] if rows else None
+    if row is None:
+        known = ", ".join(f"{r.id} ({r.label})" for r in list_versions(session)) or "none"
+        raise VersionError(f"no model version {ref!r}; registered: {known}")
+    return row
+
+
+def activate(session: Session, row: ModelVersion) -> None:
+    """Make `row` the one active version (a single UPDATE, so never two at once)."""
+    if ref_of(row).checkpoint is None:
+        raise VersionError(
+            f"{row.label} has no checkpoint on record (a worker registered it); "
+            "register a checkpoint file with `trashmap models register`"
+        )
+    session.execute(update(ModelVersion).values(active=ModelVersion.id == row.id))
+    logger.info("model version %s (%s) is now active", row.id, row.label)
+
+
+def active_version(session: Session) -> VersionRef | None:
+    """The active version, or None; a cheap indexed-by-size query (the table is tiny)."""
+    row = session.scalar(select(ModelVersion).where(ModelVersion.active.is_(True)).limit(1))
+    return ref_of(row) if row is not None else None
+
+
+def list_versions(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+
+def detection_counts(session: Session) -> dict[int, int]:
+    """Stored detections per model version id."""
+    rows = session.execute(
+        select(Detection.model_version_id, func.count()).group_by(Detection.model_version_id)
+    )
+    return {version_id: count for version_id, count in rows}
+
+
+def any_active(settings: Settings) -> bool:
+    """True when the database names an active model version (a worker's start-up check)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from web.db import make_engine, make_session_factory
+
+    engine = make_engine(settings)
+    try:
+        with make_session_factory(engine)() as session:
+            return active_version(session) is not None
+    except DBAPIError:  # unreachable or not migrated yet: no version can be active
+        return False
+    finally:
+        engine.dispose()

@@ -285,18 +285,12 @@ def upload_cmd(files: tuple[Path, ...], url: str, lat: float | None, lon: float 
 
 def _register_command_modules() -> None:
     """Attach commands defined in other modules (each imports only click at module level)."""
-    try:
-        from ml.cli import ml
-    except ModuleNotFoundError as exc:  # TODO(integration): drop once ml/cli.py lands
-        if exc.name != "ml.cli":
-            raise
-    else:
-        cli.add_command(ml)
+    from ml.cli import ml
     from trashmap.keys import keys
-
-    cli.add_command(keys)
     from trashmap.operations import register as register_operations
 
+    cli.add_command(ml)
+    cli.add_command(keys)
     register_operations(cli)
 
 

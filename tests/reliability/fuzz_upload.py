@@ -28,6 +28,7 @@ def _app():  # type: ignore[no-untyped-def]
         database_url=f"sqlite:///{folder / 'fuzz.db'}",
         broker_url="memory://",  # the fuzz target never needs a worker
         max_upload_mb=2,
+        rate_limit_enabled=False,  # one client sends everything, as fast as it can
     )
     migrate.upgrade(settings)
     return create_app(settings).test_client()

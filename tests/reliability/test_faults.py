@@ -47,7 +47,8 @@ def private_pg():  # type: ignore[no-untyped-def]
 def test_postgres_restart_under_load_gives_503_then_recovers_and_loses_nothing(
     pg_settings,
     private_pg,
-    tmp_path,  # type: ignore[no-untyped-def]
+    tmp_path,
+    record,  # type: ignore[no-untyped-def]
 ) -> None:
     pg = private_pg
     pg.start()
@@ -108,8 +109,10 @@ def test_postgres_restart_under_load_gives_503_then_recovers_and_loses_nothing(
             stored = dict(conn.execute(sa.select(Photo.id, Photo.sha256)).all())
     finally:
         engine.dispose()
-    for photo_id, sha in acknowledged.items():
-        assert stored.get(photo_id) == sha, f"photo {photo_id} answered 201 but is not stored"
+    lost = [i for i, sha in acknowledged.items() if stored.get(i) != sha]
+    record(acknowledged=len(acknowledged), answered_503=statuses.count(503), stored=len(stored),
+           processed=0, lost=len(lost), duplicated=len(stored) - len(set(stored.values())))
+    assert not lost, f"photos {lost} answered 201 but are not stored"
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -131,7 +134,8 @@ def test_worker_killed_mid_detection_photo_is_processed_exactly_once(
     victim,
     pg_settings,
     pg_sessions,
-    tmp_path,  # type: ignore[no-untyped-def]
+    tmp_path,
+    record,  # type: ignore[no-untyped-def]
 ) -> None:
     # A big model on a big photo, so there is time to kill it mid-detection.
     slow = {
@@ -205,7 +209,10 @@ def test_worker_killed_mid_detection_photo_is_processed_exactly_once(
         assert len({r.model_version_id for r in rows}) == 1
         assert len(rows) <= 20  # TRASHMAP_MAX_DETECTIONS of the test workers: one run's worth
         # The killed run never finished; exactly one run stored detections.
-        assert logs.count(f"photo {photo_id}: ") == 1, logs[-3000:]
+        runs = logs.count(f"photo {photo_id}: ")
+        record(acknowledged=1, stored=1, processed=int(statuses[photo_id] == "done"), lost=0,
+               duplicated=max(0, runs - 1))
+        assert runs == 1, logs[-3000:]
     finally:
         first.stop()
         if second:
@@ -215,7 +222,8 @@ def test_worker_killed_mid_detection_photo_is_processed_exactly_once(
 def test_a_photo_that_keeps_killing_its_worker_is_failed_after_max_attempts(
     pg_settings,
     pg_sessions,
-    tmp_path,  # type: ignore[no-untyped-def]
+    tmp_path,
+    record,  # type: ignore[no-untyped-def]
 ) -> None:
     """The OOM killer takes the detection process down on every try: after 2 tries, give up."""
     slow = {
@@ -242,6 +250,7 @@ def test_a_photo_that_keeps_killing_its_worker_is_failed_after_max_attempts(
         # The worker itself lives on and takes the next photo.
         other = post_photo_to(create_app(settings), PHOTOS_DIR / "exiftool__t_images_GPS.jpg")
         assert wait_for_status(pg_sessions, [other], timeout_s=180) == {other: "done"}
+        record(acknowledged=2, stored=2, processed=1, failed_with_reason=1, lost=0, duplicated=0)
     finally:
         worker.stop()
 
@@ -290,7 +299,8 @@ def test_uploads_during_a_redis_outage_are_kept_and_processed_after_it(
     pg_settings,
     pg_sessions,
     private_redis,
-    tmp_path,  # type: ignore[no-untyped-def]
+    tmp_path,
+    record,  # type: ignore[no-untyped-def]
 ) -> None:
     settings = replace(
         pg_settings, broker_url=private_redis.url, queue_name=f"{pg_settings.queue_name}.outage"
@@ -324,6 +334,9 @@ def test_uploads_during_a_redis_outage_are_kept_and_processed_after_it(
         )
         assert "re-queued 5 of 5" in reconciled.stdout, reconciled.stdout + reconciled.stderr
         statuses = wait_for_status(pg_sessions, ids, timeout_s=240)
+        record(acknowledged=len(ids), stored=len(statuses),
+               processed=sum(s == "done" for s in statuses.values()), lost=len(ids) - len(statuses),
+               duplicated=0)
         assert set(statuses.values()) == {"done"}, worker.log()[-3000:]
         assert client.get("/healthz").status_code == 200
     finally:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from tests.conftest import PG_URL, REDIS_URL, ROOT
 
 
-def test_concurrent_uploads_are_stored_once_and_all_processed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_uploads_are_stored_once_and_all_processed(tmp_path, record) -> None:  # type: ignore[no-untyped-def]
     name = f"trashmap_load_{uuid.uuid4().hex[:8]}"
     url = make_url(PG_URL)
     admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -37,6 +37,11 @@ def test_concurrent_uploads_are_stored_once_and_all_processed(tmp_path) -> None:
             statuses = set(conn.execute(sa.text("SELECT DISTINCT status FROM photos")).scalars())
         engine.dispose()
         acknowledged = dict(report["acknowledged"])
+        record(acknowledged=len(acknowledged), duplicates_sent=report["answered_200_duplicate"],
+               stored=len(stored), processed=report["processed_done"],
+               lost=sum(stored.get(i) != sha for i, sha in acknowledged.items()),
+               duplicated=len(stored) - len(set(stored.values())),
+               uploads_per_s=report["uploads_per_s"], p95_ms=report["p95_ms"])
         assert len(acknowledged) > 20, "too few uploads to say anything"
         assert report["answered_200_duplicate"] > 0, "no duplicate was ever sent"
         assert acknowledged == stored  # every 201 is exactly one stored photo, nothing else

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop_process
 
 PG_BIN = Path(os.environ.get("TRASHMAP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -140,10 +140,5 @@ class WebServer:
         raise TimeoutError(f"web server not listening on {self.port}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self._log.close()

@@ -23,6 +23,13 @@ from web import create_app, migrate
 from web.db import make_engine
 from web.models import Detection, Photo
 
+# A big model on a big photo, so there is time to kill a worker mid-detection.
+SLOW_DETECTOR_ENV = {
+    "TRASHMAP_UNTRAINED_ARCH": "fasterrcnn_resnet50_fpn_v2",
+    "TRASHMAP_MIN_SIZE": "640",
+    "TRASHMAP_MAX_SIZE": "1066",
+}
+
 
 def noise_jpeg(seed: int, size: tuple[int, int] = (48, 32)) -> bytes:
     """A small, distinct JPEG per seed."""
@@ -137,12 +144,7 @@ def test_worker_killed_mid_detection_photo_is_processed_exactly_once(
     tmp_path,
     record,  # type: ignore[no-untyped-def]
 ) -> None:
-    # A big model on a big photo, so there is time to kill it mid-detection.
-    slow = {
-        "TRASHMAP_UNTRAINED_ARCH": "fasterrcnn_resnet50_fpn_v2",
-        "TRASHMAP_MIN_SIZE": "640",
-        "TRASHMAP_MAX_SIZE": "1066",
-    }
+    slow = dict(SLOW_DETECTOR_ENV)
     if victim == "whole worker":
         # The operator's `trashmap reconcile` after the crash sends the photo stuck in
         # `processing` again. (Redis would also redeliver the unacknowledged task, but only
@@ -226,12 +228,7 @@ def test_a_photo_that_keeps_killing_its_worker_is_failed_after_max_attempts(
     record,  # type: ignore[no-untyped-def]
 ) -> None:
     """The OOM killer takes the detection process down on every try: after 2 tries, give up."""
-    slow = {
-        "TRASHMAP_UNTRAINED_ARCH": "fasterrcnn_resnet50_fpn_v2",
-        "TRASHMAP_MIN_SIZE": "640",
-        "TRASHMAP_MAX_SIZE": "1066",
-        "TRASHMAP_MAX_ATTEMPTS": "2",
-    }
+    slow = {**SLOW_DETECTOR_ENV, "TRASHMAP_MAX_ATTEMPTS": "2"}
     settings = replace(pg_settings, queue_name=f"{pg_settings.queue_name}.poison")
     worker = WorkerProcess(settings, tmp_path / "worker.log", slow, args=("--pool", "prefork"))
     try:

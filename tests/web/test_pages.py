@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from playwright.sync_api import expect
 
 from tests.conftest import PHOTOS_DIR, post_photo
 from web.db import session_scope
@@ -81,14 +82,15 @@ def test_map_shows_markers_filters_them_and_opens_a_photo(browser, live_server, 
     page.select_option("#f-supercategory", "Bottle")
     _wait_reload(page, before)
     bottles = [d for d in located if d.label in ("Clear plastic bottle", "Glass bottle")]
-    assert markers.count() == len(bottles)
+    expect(markers).to_have_count(len(bottles), timeout=15_000)
 
     before = page.evaluate("document.body.dataset.loaded")
     page.select_option("#f-supercategory", "")
     page.fill("#f-label", "Pop tab")
     page.dispatch_event("#f-label", "change")
     _wait_reload(page, before)
-    assert markers.count() == 2
+    # Clearing the kind and typing the label are two reloads; wait for the last one's result.
+    expect(markers).to_have_count(2, timeout=15_000)
     markers.first.click(force=True)
     page.wait_for_selector(".popup-photo img", timeout=10_000)
     image = page.locator(".popup-photo img")

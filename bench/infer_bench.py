@@ -38,7 +38,7 @@ Box = tuple[float, float, float, float]
 class BenchConfig:
     photos: list[Path] = field(default_factory=list)
     count: int = 12
-    arch: str = "fasterrcnn_mobilenet_v3_large_fpn"
+    arch: str = "fasterrcnn_mobilenet_v3_large_320_fpn"
     min_size: int = 320
     max_size: int = 512
     batch_size: int = 8

@@ -39,6 +39,11 @@ ARCHITECTURES: dict[str, tuple[Callable[..., Any], Any]] = {
         detection.fasterrcnn_mobilenet_v3_large_fpn,
         detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
     ),
+    # torchvision's CPU/mobile configuration: 150 region proposals instead of 1000.
+    "fasterrcnn_mobilenet_v3_large_320_fpn": (
+        detection.fasterrcnn_mobilenet_v3_large_320_fpn,
+        detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
+    ),
 }
 DEFAULT_ARCH = "fasterrcnn_resnet50_fpn_v2"
 

@@ -67,6 +67,15 @@ def broadcast(ctx: Context, value: T) -> T:
     return box[0]
 
 
+def average(ctx: Context, tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor, in place, by its mean over the ranks."""
+    if not ctx.distributed:
+        return
+    for tensor in tensors:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(ctx.world_size)
+
+
 def barrier(ctx: Context) -> None:
     """Wait for every rank."""
     if ctx.distributed:

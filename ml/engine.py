@@ -132,6 +132,54 @@ def _step(
     optimizer.zero_grad(set_to_none=True)
 
 
+_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+
+
+def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """BatchNorm layers that keep running statistics (FrozenBatchNorm2d is not one)."""
+    return [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]
+
+
+@torch.no_grad()  # not inference_mode: the statistics must stay ordinary tensors for training
+def recalibrate_batchnorm(
+    model: torch.nn.Module,
+    loader: Iterable[Batch],
+    device: torch.device,
+    batches: int,
+    *,
+    amp: bool = False,
+) -> int:
+    """Recompute BatchNorm running statistics as a plain average over `batches` batches.
+
+    Running averages lag behind weights that change fast (training from scratch, high
+    learning rates), so evaluation would see statistics of an older model ("precise BN").
+    Returns how many batches were used.
+    """
+    norms = batchnorm_layers(model)
+    if not norms or batches <= 0:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    used = 0
+    try:
+        for batch in loader:
+            if used == batches:
+                break
+            images, targets = _to_device(batch, device)
+            with torch.autocast(device_type=device.type, enabled=amp):
+                model(images, targets)  # the losses are discarded; only statistics change
+            used += 1
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return used
+
+
 @torch.inference_mode()
 def evaluate(
     model: torch.nn.Module,

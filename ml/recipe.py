@@ -49,6 +49,7 @@ class TrainOptions:
     lr_patience: int = 3
     lr_factor: float = 0.1
     clip_grad: float | None = None
+    precise_bn: int = 0
     select_on: str = "map"
     min_size: int = 800
     max_size: int = 1333
@@ -80,11 +81,13 @@ class TrainOptions:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python and torch (DataLoader workers derive their seeds from torch's)."""
     random.seed(seed)
     torch.manual_seed(seed)
 
 
 def datasets(options: TrainOptions) -> tuple[TacoDataset, TacoDataset | None, ClassSet]:
+    """Training and validation datasets and the class set; validation may be carved out."""
     data = read_coco(options.annotations)
     class_set = load_class_set(options.classes, data["categories"])
     augment = AugmentOptions(
@@ -99,7 +102,8 @@ def datasets(options: TrainOptions) -> tuple[TacoDataset, TacoDataset | None, Cl
         return train, val, class_set
     if options.val_fraction <= 0:
         logger.warning("no validation split: the last epoch is kept, chosen on nothing")
-        return TacoDataset(data, images, class_set, train_tf), None, class_set
+        train = TacoDataset(data, images, class_set, train_tf, keep_empty=keep_empty)
+        return train, None, class_set
     ids, matrix = presence_matrix(data, class_set)
     train_ids, val_ids = holdout(ids, matrix, options.val_fraction, options.seed)
     train = TacoDataset(
@@ -111,6 +115,7 @@ def datasets(options: TrainOptions) -> tuple[TacoDataset, TacoDataset | None, Cl
 def loader(
     dataset: TacoDataset, options: TrainOptions, ctx: distributed.Context, train: bool
 ) -> torch.utils.data.DataLoader:
+    """Shuffled aspect-grouped training batches, or this rank's share of evaluation images."""
     common: dict[str, Any] = {
         "collate_fn": collate, "num_workers": options.workers,
         "persistent_workers": options.workers > 0, "pin_memory": torch.cuda.is_available(),
@@ -133,6 +138,7 @@ def loader(
 
 
 def model(options: TrainOptions, class_set: ClassSet, device: torch.device) -> torch.nn.Module:
+    """The detector to train, initialised as --weights says, on `device`."""
     knobs: dict[str, Any] = {}
     if options.rois_per_image:
         knobs["box_batch_size_per_image"] = options.rois_per_image
@@ -150,6 +156,7 @@ def model(options: TrainOptions, class_set: ClassSet, device: torch.device) -> t
 
 
 def optimizer(options: TrainOptions, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW (default) or SGD with momentum over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     if options.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
@@ -163,6 +170,7 @@ def optimizer(options: TrainOptions, model: torch.nn.Module) -> torch.optim.Opti
 def warmup(
     options: TrainOptions, optimizer: torch.optim.Optimizer, done: int
 ) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Linear warm-up over the first --warmup-iters optimizer steps still to run, if any."""
     remaining = options.warmup_iters - done
     if remaining <= 0:
         return None

@@ -46,6 +46,12 @@ def presence_matrix(data: CocoDict, class_set: ClassSet) -> tuple[list[int], np.
     return ids, matrix
 
 
+def _labels(matrix: np.ndarray) -> np.ndarray:
+    # iterstrat refuses a single column ("binary"); presence and absence as two labels is the
+    # same stratification.
+    return np.hstack([matrix, 1 - matrix]) if matrix.shape[1] == 1 else matrix
+
+
 def kfold(ids: list[int], matrix: np.ndarray, folds: int, seed: int) -> list[tuple[int, ...]]:
     """Test image ids of each of `folds` folds; rare classes spread over as many as they can."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
@@ -55,7 +61,7 @@ def kfold(ids: list[int], matrix: np.ndarray, folds: int, seed: int) -> list[tup
     splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return [
         tuple(sorted(ids[i] for i in test))
-        for _, test in splitter.split(np.zeros(len(ids)), matrix)
+        for _, test in splitter.split(np.zeros(len(ids)), _labels(matrix))
     ]
 
 
@@ -71,7 +77,7 @@ def holdout(
         raise SplitError(f"{len(ids)} image(s) cannot be split into train and validation")
     size = min(max(1, round(fraction * len(ids))), len(ids) - 1)
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=size, random_state=seed)
-    train, val = next(splitter.split(np.zeros(len(ids)), matrix))
+    train, val = next(splitter.split(np.zeros(len(ids)), _labels(matrix)))
     return tuple(sorted(ids[i] for i in train)), tuple(sorted(ids[i] for i in val))
 
 

@@ -6,6 +6,7 @@ stratified share of the training images); a test split, when given, is only ever
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,14 @@ from ml.coco_eval import coco_metrics, format_metrics
 from ml.data import TacoDataset
 from ml.data.coco_file import read_coco, write_json
 from ml.detector import resolve_device, save_checkpoint
-from ml.engine import evaluate, peak_memory_bytes, reset_peak_memory, train_one_epoch
+from ml.engine import (
+    batchnorm_layers,
+    evaluate,
+    peak_memory_bytes,
+    recalibrate_batchnorm,
+    reset_peak_memory,
+    train_one_epoch,
+)
 from ml.recipe import TrainOptions
 from ml.training_log import TrainingLog, metric_columns
 from ml.transforms import eval_transforms
@@ -60,6 +68,21 @@ def _validate(
     if ctx.is_main:
         metrics = coco_metrics(dataset.ground_truth(), detections, dataset.class_set.classes)
     return distributed.broadcast(ctx, metrics) or {}, detections
+
+
+def _recalibrate(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    ctx: distributed.Context,
+    options: TrainOptions,
+) -> None:
+    """Fresh BatchNorm statistics before validating, the same on every rank."""
+    amp = options.amp and device.type == "cuda"
+    used = recalibrate_batchnorm(model, loader, device, options.precise_bn, amp=amp)
+    norms = batchnorm_layers(model)
+    distributed.average(ctx, [t for m in norms for t in (m.running_mean, m.running_var)])
+    logger.debug("BatchNorm statistics of %d layers recomputed over %d batches", len(norms), used)
 
 
 def _samples(
@@ -105,12 +128,12 @@ def _resume(
     plateau.load_state_dict(state["plateau"])
     scaler.load_state_dict(state["scaler"])
     logger.info("resuming after epoch %d from %s", state["epoch"], path)
-    return {key: state[key] for key in fresh}
+    # The resumed run keeps its version unless --version names another.
+    return {key: state[key] for key in fresh} | {"version": state.get("version")}
 
 
 def main(options: TrainOptions) -> TrainResult:
     """Train, keep the epoch with the best validation mAP, and score it on the test split."""
-    options = recipe.with_version(options)
     if options.threads:
         torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
@@ -138,6 +161,10 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
     )
     scaler = torch.amp.GradScaler("cuda", enabled=options.amp and device.type == "cuda")
     state = _resume(options, model, optimizer, plateau, scaler)
+    resumed_version = state.pop("version", None)
+    options = recipe.with_version(
+        dataclasses.replace(options, version=options.version or resumed_version)
+    )
     net: torch.nn.Module = model
     if ctx.distributed:
         ids = [device.index] if device.type == "cuda" else None
@@ -162,6 +189,8 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
         state["global_step"] += -(-len(loader) // options.accumulate)
         if warmup is not None and state["global_step"] >= options.warmup_iters:
             warmup = None
+        if options.precise_bn:
+            _recalibrate(model, loader, device, ctx, options)
         metrics: dict[str, Any] = {}
         detections: list[dict[str, Any]] = []
         if val_loader is not None and val_ds is not None:

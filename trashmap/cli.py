@@ -78,7 +78,7 @@ def up(
     worker_cmd = [sys.executable, "-m", "trashmap", "worker"]
     worker_cmd += ["--untrained"] if untrained else []
     web_cmd = [sys.executable, "-m", "trashmap", "web", "--host", host, "--port", str(port),
-               "--workers", "1"]
+               "--workers", "1", "--no-access-log"]
     children = [subprocess.Popen(worker_cmd, env=env), subprocess.Popen(web_cmd, env=env)]
     base_url = f"http://{host}:{port}"
     try:
@@ -146,13 +146,15 @@ def _run_demo(base_url: str, folder: Path, timeout_s: float) -> None:
 @click.option("--port", default=8000, show_default=True, help="TCP port.")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, help="Threads per gunicorn worker.")
-def web(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="Log every request to stdout.")
+def web(host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
     """Serve the web app and API with gunicorn (no torch is loaded here)."""
     from web.server import serve
 
     settings = _settings()
     _configure_logging(settings.log_level)
-    serve(settings, host, port, workers, threads)
+    serve(settings, host, port, workers, threads, access_log)
 
 
 @cli.command()

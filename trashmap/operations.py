@@ -209,7 +209,7 @@ def bench() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JPEGs to run (default: three 3-4 MB phone photos from the shared data).")
 @click.option("--count", default=12, show_default=True, help="Photos per path (cycling).")
-@click.option("--arch", default="fasterrcnn_mobilenet_v3_large_fpn", show_default=True,
+@click.option("--arch", default="fasterrcnn_mobilenet_v3_large_320_fpn", show_default=True,
               help="Architecture of the seeded random model both paths run.")
 @click.option("--min-size", default=320, show_default=True, help="Model input short side.")
 @click.option("--max-size", default=512, show_default=True, help="Model input long side.")

@@ -46,7 +46,9 @@ def _child_exit(_server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-def serve(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
+def serve(
+    settings: Settings, host: str, port: int, workers: int, threads: int, access_log: bool = True
+) -> None:
     """Run gunicorn in the foreground until it is stopped."""
     _metrics_dir(settings)
     GunicornServer(
@@ -58,7 +60,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, threads: int) 
             "worker_class": "gthread",
             "timeout": 60,
             "graceful_timeout": 20,
-            "accesslog": "-",
+            "accesslog": "-" if access_log else None,
             "loglevel": settings.log_level.lower(),
             # Each gunicorn worker builds its own app (and engine) after forking.
             "preload_app": False,

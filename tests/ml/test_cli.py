@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ml.cli import ARCHITECTURES, ml
+from ml.cli import ml
+from ml.cli_options import ARCHITECTURES
 from ml.synthetic import save_with_orientation
 from ml.train import TrainOptions, TrainResult
 from tests.ml.conftest import PHOTOS, ROOT

@@ -59,6 +59,11 @@ def test_written_folds_are_coco_files_with_a_report(taco: dict, tmp_path: Path) 
         write_folds(taco, litter, folds, tmp_path, seed=2)
 
 
+def test_a_single_class_set_splits_too(taco: dict) -> None:
+    folds = make_folds(taco, load_class_set("litter"), 5, seed=0, val_fraction=0.1)
+    assert sum(len(f.test) for f in folds) == 1500
+
+
 def test_too_many_folds_is_refused() -> None:
     tiny = {"images": [{"id": 1}, {"id": 2}], "annotations": [],
             "categories": [{"id": 1, "name": "a"}]}

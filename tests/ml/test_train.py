@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from ml import recipe
 from ml.categories import load_class_set
@@ -43,10 +44,11 @@ def test_training_raises_map50_well_above_the_untrained_model(
         device="cpu", workers=0, progress=False,
     ))
     assert result.test_metrics is not None
-    assert untrained["images"] == result.test_metrics["images"] == 16
+    assert untrained["images"] == result.test_metrics["images"] == 24
     assert untrained["map50"] < 0.05
-    assert result.test_metrics["map50"] > 0.3
-    assert result.test_metrics["map50"] > untrained["map50"] + 0.25
+    # Four seeds gave 0.39-0.70 after 10 epochs; 12 are run, so 0.25 leaves a wide margin.
+    assert result.test_metrics["map50"] > 0.25
+    assert result.test_metrics["map50"] > untrained["map50"] + 0.2
     # The same number again, through `evaluate` on the saved checkpoint.
     again = evaluate_main(EvaluateOptions(
         weights=result.checkpoint, annotations=options.test_annotations, images=options.images,
@@ -63,7 +65,7 @@ def test_run_folder_and_self_describing_checkpoint(
     assert result.checkpoint == out / BEST and (out / LAST).is_file()
     info, payload = read_checkpoint(out / BEST)
     assert info.arch == SMALL["model"] and info.class_names == ("litter",)
-    assert (info.min_size, info.max_size) == (128, 172) and info.score_threshold == 0.5
+    assert (info.min_size, info.max_size) == (144, 192) and info.score_threshold == 0.5
     assert info.version == options.version or len(info.version) == 14  # UTC start time
     assert info.metrics["best_epoch"] == result.best_epoch
     assert info.metrics["val"]["map"] == result.val_metrics["map"]
@@ -109,33 +111,46 @@ def test_checkpoint_predicts_in_the_worker_detector_as_in_training(
 
 
 def test_evaluation_maps_boxes_back_to_annotation_pixels(
-    trained: tuple[TrainOptions, TrainResult],
+    trained: tuple[TrainOptions, TrainResult], tmp_path: Path
 ) -> None:
-    """Scoring at 128 px or at the photos' own size finds the same objects in the same place."""
+    """The same photos at twice the size score the same: boxes are scaled back before COCOeval."""
     options, result = trained
-    class_set = load_class_set(options.classes)
-    small = evaluate_main(EvaluateOptions(
-        weights=result.checkpoint, annotations=options.test_annotations, images=options.images,
+    data = json.loads(options.test_annotations.read_text())
+    for image in data["images"]:
+        with Image.open(options.images / image["file_name"]) as photo:
+            big = photo.resize((photo.width * 2, photo.height * 2), Image.Resampling.BICUBIC)
+        (tmp_path / image["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+        big.save(tmp_path / image["file_name"], quality=95)
+        image["width"], image["height"] = big.size
+    for ann in data["annotations"]:
+        ann["bbox"] = [2 * v for v in ann["bbox"]]
+        ann["area"] *= 4
+    (tmp_path / "big.json").write_text(json.dumps(data))
+    dataset = TacoDataset(tmp_path / "big.json", tmp_path, load_class_set("litter"),
+                          eval_transforms(144, 192))
+    image, target = dataset[0]
+    assert image.shape[-2] * 2 == target["orig_size"][0]  # evaluated at half the size
+    big = evaluate_main(EvaluateOptions(
+        weights=result.checkpoint, annotations=tmp_path / "big.json", images=tmp_path,
         device="cpu", workers=0, progress=False,
     ))
-    assert small["map50"] > 0.3
-    dataset = TacoDataset(options.test_annotations, options.images, class_set,
-                          eval_transforms(128, 172))
-    image, target = dataset[0]
-    assert image.shape[-2:] != (target["orig_size"][0], target["orig_size"][1])
+    assert big["map50"] > 0.25
+    assert big["map50"] == pytest.approx(result.test_metrics["map50"], abs=0.1)
 
 
 def test_resume_continues_after_the_last_epoch(shapes: Path, tmp_path: Path) -> None:
     base = TrainOptions(
         annotations=shapes / "annotations.json", images=shapes, out=tmp_path,
-        classes="all", epochs=1, batch_size=4, lr=1e-3, val_fraction=0.2, val_images=0,
+        classes="all", epochs=1, batch_size=4, val_fraction=0.2, val_images=0,
         **{**SMALL, "min_size": 64, "max_size": 86, "rois_per_image": 16, "tensorboard": False},
     )
     first = train_main(base)
-    assert torch.load(tmp_path / LAST, weights_only=True)["epoch"] == 0
+    after_first = torch.load(tmp_path / LAST, weights_only=True)
+    assert after_first["epoch"] == 0
     second = train_main(dataclasses.replace(base, epochs=2, resume=True))
     last = torch.load(tmp_path / LAST, weights_only=True)
     assert last["epoch"] == 1 and "optimizer" in last and "plateau" in last
+    assert last["version"] == after_first["version"]  # still the same run
     with open(tmp_path / "log.csv", newline="") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1]
     assert second.best_epoch in (0, 1) and first.best_epoch == 0
@@ -144,9 +159,10 @@ def test_resume_continues_after_the_last_epoch(shapes: Path, tmp_path: Path) -> 
 def test_a_non_finite_loss_stops_the_run(shapes: Path, tmp_path: Path) -> None:
     options = TrainOptions(
         annotations=shapes / "annotations.json", images=shapes, out=tmp_path,
-        classes="all", epochs=1, batch_size=1, optimizer="sgd", lr=1e12, momentum=0.0,
-        weight_decay=0.0, val_fraction=0.2, val_images=0,
-        **{**SMALL, "min_size": 64, "max_size": 86, "rois_per_image": 16, "tensorboard": False},
+        classes="all", epochs=1, batch_size=1, momentum=0.0, weight_decay=0.0,
+        val_fraction=0.2, val_images=0,
+        **{**SMALL, "lr": 1e12, "warmup_iters": 0, "min_size": 64, "max_size": 86,
+           "rois_per_image": 16, "tensorboard": False},
     )
     with pytest.raises(NonFiniteLossError, match="loss is (nan|inf)"):
         train_main(options)

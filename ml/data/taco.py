@@ -108,17 +108,17 @@ class TacoDataset(torch.utils.data.Dataset):
     ) -> None:
         data = read_coco(annotations) if isinstance(annotations, Path) else repair_ids(annotations)
         self.source = str(annotations) if isinstance(annotations, Path) else "annotations"
-        self.coco = to_pycocotools(data)
+        coco = to_pycocotools(data)
         self.images_dir = images_dir
         self.class_set = class_set
         self.transforms = transforms
         self.report = BoxReport()
         category_labels = class_set.category_labels(data["categories"])
-        ids = list(image_ids) if image_ids is not None else sorted(self.coco.getImgIds())
+        ids = list(image_ids) if image_ids is not None else sorted(coco.getImgIds())
         self.records: list[ImageRecord] = []
         for image_id in ids:
-            info = self.coco.loadImgs(image_id)[0]
-            anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id))
+            info = coco.loadImgs(image_id)[0]
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
             boxes, labels, areas, crowd = convert_boxes(
                 anns, info["width"], info["height"], category_labels, self.report, min_box_size
             )

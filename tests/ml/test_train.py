@@ -46,7 +46,7 @@ def test_training_raises_map50_well_above_the_untrained_model(
     assert result.test_metrics is not None
     assert untrained["images"] == result.test_metrics["images"] == 24
     assert untrained["map50"] < 0.05
-    # Four seeds gave 0.39-0.70 after 10 epochs; 12 are run, so 0.25 leaves a wide margin.
+    # Other seeds and thread timings give 0.4-0.85; 0.25 is still 50x the untrained score.
     assert result.test_metrics["map50"] > 0.25
     assert result.test_metrics["map50"] > untrained["map50"] + 0.2
     # The same number again, through `evaluate` on the saved checkpoint.

@@ -28,7 +28,7 @@ def _cpu_threads() -> None:
 def taco_annotations() -> Path:
     """The official TACO annotation file (read-only)."""
     if not TACO_ANNOTATIONS.is_file():
-        pytest.skip(f"the official TACO annotations are not at {TACO_ANNOTATIONS}")
+        pytest.skip(reason=f"the official TACO annotations are not at {TACO_ANNOTATIONS}")
     return TACO_ANNOTATIONS
 
 

@@ -18,20 +18,25 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
-# PostGIS objects that only the PostgreSQL branch of a migration creates (the models stay
-# portable): the extension's own table and the generated point columns with their indexes.
-POSTGIS_ONLY = {"table": {"spatial_ref_sys"}, "column": {"geom"},
-                "index": {"ix_photos_geom", "ix_detections_geom"}}
+# Objects that only the PostgreSQL branch of a migration creates (the models stay
+# portable): PostGIS's own table, the generated point columns with their indexes, and the
+# trigger-kept grid count rollup (migration 0003, read by web/rollup.py).
+POSTGRESQL_ONLY = {
+    "table": {"spatial_ref_sys", "grid_counts", "grid_count_deltas"},
+    "column": {"geom", "pt"},
+    "index": {"ix_photos_geom", "ix_detections_geom", "ix_detections_pt",
+              "ix_grid_counts_empty", "ix_grid_count_deltas_level"},
+}
 
 
 # Reflection does not know PostGIS types; the columns are skipped by include_object anyway.
-warnings.filterwarnings("ignore", message="Did not recognize type 'geometry'")
+warnings.filterwarnings("ignore", message="Did not recognize type '(geometry|point)'")
 
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool,
                    compare_to: object) -> bool:
-    """Leave PostGIS-only objects out of autogenerate and `alembic check`."""
-    return not (reflected and compare_to is None and name in POSTGIS_ONLY.get(type_, ()))
+    """Leave PostgreSQL-only objects out of autogenerate and `alembic check`."""
+    return not (reflected and compare_to is None and name in POSTGRESQL_ONLY.get(type_, ()))
 
 
 def _url() -> str:

@@ -174,8 +174,10 @@ def reprocess(model_ref: str, since: datetime | None, until: datetime | None,
 def reconcile(older_than: int | None, processing_older_than: int | None, limit: int) -> None:
     """Queue again photos stuck in queued/processing (a lost message loses no photo).
 
-    Workers also run this every TRASHMAP_RECONCILE_INTERVAL_S; one acts at a time.
+    Also folds pending grid-count deltas into the rollup (PostgreSQL). Workers run both
+    every TRASHMAP_RECONCILE_INTERVAL_S; one acts at a time.
     """
+    from web import rollup
     from worker.reconcile import processing_limit_s
     from worker.reconcile import reconcile as run
     from worker.requeue import Producer
@@ -185,10 +187,12 @@ def reconcile(older_than: int | None, processing_older_than: int | None, limit: 
     processing_after = (processing_limit_s(settings, queued_after)
                         if processing_older_than is None else processing_older_than)
     producer = Producer(settings)
+    sessions = _sessions(settings)
     try:
-        result = run(_sessions(settings), producer, queued_after, processing_after, limit)
+        result = run(sessions, producer, queued_after, processing_after, limit)
     finally:
         producer.close()
+    rollup.fold_quietly(sessions)
     if result.skipped:
         click.echo("another reconciler is running; nothing done")
         return

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Iterator
 
+import orjson
 from flask import Blueprint, Response, request, stream_with_context
 
 from web.auth import require_scope
@@ -33,7 +33,7 @@ def geojson_chunks(kind: Kind, flt: MapFilter) -> Iterator[str]:
         buffer: list[str] = []
         first = True
         for row in stream_rows(session, kind, flt):
-            buffer.append(("" if first else ",") + json.dumps(feature(kind, row)))
+            buffer.append(("" if first else ",") + orjson.dumps(feature(kind, row)).decode())
             first = False
             if len(buffer) >= FLUSH_ROWS:
                 yield "".join(buffer)

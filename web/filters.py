@@ -96,8 +96,7 @@ class MapFilter:
     def detection_conditions(self, postgis: bool) -> list[ColumnElement[bool]]:
         """WHERE terms for `detections` joined to `photos` (positioned detections only)."""
         d = Detection.__table__.c
-        terms: list[ColumnElement[bool]] = [d.lat.is_not(None), d.lon.is_not(None)]
-        terms += _position_terms(self, "detections", d.lat, d.lon, postgis)
+        terms = _position_terms(self, "detections", d.lat, d.lon, postgis)
         terms += self._detection_only_terms()
         terms += self._time_terms()
         return terms
@@ -105,8 +104,7 @@ class MapFilter:
     def photo_conditions(self, postgis: bool) -> list[ColumnElement[bool]]:
         """WHERE terms for `photos`: positioned photos, with or without detections."""
         p = Photo.__table__.c
-        terms: list[ColumnElement[bool]] = [p.lat.is_not(None), p.lon.is_not(None)]
-        terms += _position_terms(self, "photos", p.lat, p.lon, postgis)
+        terms = _position_terms(self, "photos", p.lat, p.lon, postgis)
         terms += self._time_terms()
         if self.statuses:
             terms.append(p.status.in_(self.statuses))
@@ -117,19 +115,28 @@ class MapFilter:
 
     def _detection_only_terms(self) -> list[ColumnElement[bool]]:
         d = Detection.__table__.c
-        terms: list[ColumnElement[bool]] = []
-        if self.labels:
-            terms.append(d.label.in_(self.labels))
-        if self.supercategory:
-            terms.append(d.label.in_(labels_in(self.supercategory)))
+        terms = self.label_terms(d.label) + self.model_version_terms(d.model_version_id)
         if self.min_score is not None:
             terms.append(d.score >= self.min_score)
-        if self.model_version is not None:
-            name, version = self.model_version
-            m = ModelVersion.__table__.c
-            terms.append(d.model_version_id.in_(
-                sa.select(m.id).where(m.name == name, m.version == version).scalar_subquery()))
         return terms
+
+    def label_terms(self, label: Any) -> list[ColumnElement[bool]]:
+        """The label and supercategory filters, on any column that holds a label."""
+        terms: list[ColumnElement[bool]] = []
+        if self.labels:
+            terms.append(label.in_(self.labels))
+        if self.supercategory:
+            terms.append(label.in_(labels_in(self.supercategory)))
+        return terms
+
+    def model_version_terms(self, model_version_id: Any) -> list[ColumnElement[bool]]:
+        """The model_version filter, on any column that holds a model_versions.id."""
+        if self.model_version is None:
+            return []
+        name, version = self.model_version
+        m = ModelVersion.__table__.c
+        return [model_version_id.in_(
+            sa.select(m.id).where(m.name == name, m.version == version).scalar_subquery())]
 
     def _time_terms(self) -> list[ColumnElement[bool]]:
         taken_at = Photo.__table__.c.taken_at
@@ -143,22 +150,34 @@ class MapFilter:
 
 def _position_terms(flt: MapFilter, table: str, lat: Any, lon: Any,
                     postgis: bool) -> list[ColumnElement[bool]]:
+    """Positioned rows only, inside every box and circle the filter names."""
     boxes = [flt.bbox] if flt.bbox is not None else []
     if flt.near is not None:
         boxes.append(flt.near.bbox())
-    terms = [_box_term(table, lat, lon, box, postgis) for box in boxes]
+    if not boxes:
+        return [lat.is_not(None), lon.is_not(None)]
+    # A box implies a position, so no IS NOT NULL terms: they would read the table row and
+    # stop PostgreSQL from answering a bbox query from the point index alone.
+    terms = [box_term(table, lat, lon, box, postgis) for box in boxes]
     if flt.near is not None:
         terms.append(haversine_m(lat, lon, flt.near.lat, flt.near.lon) <= flt.near.radius_m)
     return terms
 
 
-def _box_term(table: str, lat: Any, lon: Any, box: tuple[float, float, float, float],
-              postgis: bool) -> ColumnElement[bool]:
+def box_term(table: str, lat: Any, lon: Any, box: tuple[float, float, float, float],
+             postgis: bool) -> ColumnElement[bool]:
+    """Inside the lon/lat box, edges included, compared exactly on both backends."""
     min_lon, min_lat, max_lon, max_lat = box
-    if postgis:
-        envelope = sa.func.ST_MakeEnvelope(min_lon, min_lat, max_lon, max_lat, 4326)
-        return sa.literal_column(f"{table}.geom").op("&&")(envelope)
-    return sa.and_(lon.between(min_lon, max_lon), lat.between(min_lat, max_lat))
+    exact = sa.and_(lon.between(min_lon, max_lon), lat.between(min_lat, max_lat))
+    if not postgis:
+        return exact
+    if table == "detections":
+        # The SP-GiST point index (migration 0003): exact, and it carries the id.
+        corners = sa.func.box(sa.func.point(min_lon, min_lat), sa.func.point(max_lon, max_lat))
+        return sa.literal_column("detections.pt").op("<@")(corners)
+    # The GiST index compares float4 boxes, so it can let through points a hair outside.
+    envelope = sa.func.ST_MakeEnvelope(min_lon, min_lat, max_lon, max_lat, 4326)
+    return sa.and_(sa.literal_column(f"{table}.geom").op("&&")(envelope), exact)
 
 
 def haversine_m(lat: Any, lon: Any, lat0: float, lon0: float) -> ColumnElement[float]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
 from sqlalchemy.orm import Session
 
+from web import rollup
 from web.context import db
 from web.errors import ApiError
 from web.features import is_postgis
 from web.filters import MapFilter
 from web.models import Detection, Photo
 from web.params import float_param, int_param
+from web.serialize import json_response
 
 bp = Blueprint("grid", __name__)
 CELLS_PER_TILE = 8  # at zoom z a cell is an eighth of a web-map tile's width
@@ -28,6 +30,19 @@ def cell_for_zoom(zoom: int) -> float:
 
 def grid_cells(session: Session, flt: MapFilter, cell: float) -> list[dict[str, Any]]:
     """(column, row) counts of matching detections, for cells of `cell` degrees."""
+    source = rollup.source_level(flt, cell) if is_postgis(session) else None
+    if source is not None:
+        rows = rollup.cell_counts(session, flt, cell, source, MAX_CELLS + 1)
+    else:
+        rows = direct_cell_counts(session, flt, cell)
+    if len(rows) > MAX_CELLS:
+        raise ApiError(400, "too_many_cells",
+                       f"more than {MAX_CELLS} cells: use a bigger cell, a lower zoom or a bbox")
+    return [{"col": int(r.col), "row": int(r.row), "count": int(r.n)} for r in rows]
+
+
+def direct_cell_counts(session: Session, flt: MapFilter, cell: float) -> list[sa.Row[Any]]:
+    """The cells counted from the detections themselves (any filter, either backend)."""
     col = sa.func.floor(_d.lon / cell).label("col")
     row = sa.func.floor(_d.lat / cell).label("row")
     count = sa.func.count().label("n")
@@ -37,11 +52,7 @@ def grid_cells(session: Session, flt: MapFilter, cell: float) -> list[dict[str, 
     query = (sa.select(col, row, count).select_from(source)
              .where(*flt.detection_conditions(is_postgis(session)))
              .group_by(col, row).order_by(col, row).limit(MAX_CELLS + 1))
-    rows = session.execute(query).all()
-    if len(rows) > MAX_CELLS:
-        raise ApiError(400, "too_many_cells",
-                       f"more than {MAX_CELLS} cells: use a bigger cell, a lower zoom or a bbox")
-    return [{"col": int(r.col), "row": int(r.row), "count": r.n} for r in rows]
+    return list(session.execute(query))
 
 
 def cell_feature(cell: float, col: int, row: int, count: int) -> dict[str, Any]:
@@ -65,7 +76,7 @@ def grid():  # type: ignore[no-untyped-def]
         cell = cell_for_zoom(int_param(request.args, "zoom", 0, 24, 2))
     flt = MapFilter.from_args(request.args)
     cells = grid_cells(db(), flt, cell)
-    return jsonify({
+    return json_response({
         "type": "FeatureCollection",
         "cell_deg": cell,
         "total": sum(c["count"] for c in cells),

@@ -6,13 +6,14 @@ import csv
 import io
 from typing import Any
 
-from flask import Response, jsonify, request, url_for
+from flask import Response, request, url_for
 
 from web.context import db
 from web.errors import ApiError
 from web.features import CSV_COLUMNS, Kind, feature, fetch_page, properties_of
 from web.filters import MapFilter
 from web.params import int_param
+from web.serialize import json_response
 
 MAX_LIMIT = 10_000
 FORMATS = ("geojson", "csv")
@@ -44,7 +45,7 @@ def list_response(kind: Kind) -> Response:
             writer.writerow(csv_cells(properties_of(kind, row)))
         response = Response(buffer.getvalue(), mimetype="text/csv")
     else:
-        response = jsonify({
+        response = json_response({
             "type": "FeatureCollection",
             "numberMatched": page.matched,
             "numberReturned": len(page.rows),
@@ -52,8 +53,7 @@ def list_response(kind: Kind) -> Response:
             "links": [{"rel": "next", "href": next_url, "type": "application/geo+json"}]
             if next_url else [],
             "features": [feature(kind, row) for row in page.rows],
-        })
-        response.mimetype = "application/geo+json"
+        }, "application/geo+json")
     response.headers["X-Total-Count"] = str(page.matched)
     if next_url:
         response.headers["Link"] = f'<{next_url}>; rel="next"'

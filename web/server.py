@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -24,7 +25,12 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        # What lives as long as the worker (modules, the app, its engine) leaves the
+        # collector's view: a full collection, which a 1000-feature page can trigger,
+        # then takes microseconds instead of ~60 ms.
+        gc.freeze()
+        return app
 
 
 def _metrics_dir(settings: Settings) -> None:

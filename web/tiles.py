@@ -6,14 +6,18 @@ from DETAIL_ZOOM on, one point per detection. Both sit in the layer `detections`
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import sqlalchemy as sa
 from flask import Blueprint, Response, request
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from web.context import db
 from web.errors import ApiError
 from web.features import is_postgis
-from web.filters import MapFilter
+from web.filters import MapFilter, box_term
 from web.models import Detection, Photo
 
 bp = Blueprint("tiles", __name__)
@@ -27,42 +31,67 @@ MVT_TYPE = "application/vnd.mapbox-vector-tile"
 _d, _p = Detection.__table__.c, Photo.__table__.c
 
 
+def search_box(z: int, x: int, y: int) -> tuple[float, float, float, float]:
+    """The lon/lat box of tile z/x/y widened by its buffer (web-mercator tile math)."""
+    n = 2**z
+    margin = BUFFER / EXTENT
+
+    def lat(ty: float) -> float:
+        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * ty / n))))
+
+    west = max(-180.0, (x - margin) / n * 360 - 180)
+    east = min(180.0, (x + 1 + margin) / n * 360 - 180)
+    return west, lat(y + 1 + margin), east, lat(y - margin)
+
+
 def tile_bytes(session: Session, flt: MapFilter, z: int, x: int, y: int) -> bytes:
     """One tile for the filters; empty bytes when nothing matches."""
-    envelope = sa.func.ST_TileEnvelope(z, x, y)
-    # The margin keeps points just outside the tile that its buffer still draws.
-    # z, x, y are integers checked by the view, so they can be inlined.
-    search = sa.func.ST_Transform(sa.literal_column(
-        f"ST_TileEnvelope({int(z)}, {int(x)}, {int(y)}, margin => {BUFFER / EXTENT})"), 4326)
-    geom = sa.literal_column("detections.geom")
-    mvt_geom = sa.func.ST_AsMVTGeom(sa.func.ST_Transform(geom, 3857), envelope, EXTENT, BUFFER,
-                                    True)
     source = Detection.__table__
     if flt.since or flt.until:
         source = source.join(Photo.__table__, _d.photo_id == _p.id)
-    where = [geom.op("&&")(search), *flt.detection_conditions(postgis=True)]
+    where = [box_term("detections", _d.lat, _d.lon, search_box(z, x, y), postgis=True),
+             *flt.detection_conditions(postgis=True)]
     if z >= DETAIL_ZOOM:
+        envelope = sa.func.ST_TileEnvelope(z, x, y)
+        mvt_geom = sa.func.ST_AsMVTGeom(
+            sa.func.ST_Transform(sa.literal_column("detections.geom"), 3857), envelope,
+            EXTENT, BUFFER, True)
         rows = (sa.select(mvt_geom.label("geom"), _d.id, _d.photo_id, _d.label, _d.score)
                 .select_from(source).where(*where).subquery("points"))
         layer = sa.select(rows).where(rows.c.geom.is_not(None)).subquery("tile")
     else:
-        points = (sa.select(mvt_geom.label("g"), _d.label, _d.score)
-                  .select_from(source).where(*where).subquery("points"))
-        cx = sa.func.floor(sa.func.ST_X(points.c.g) / CLUSTER_PX)
-        cy = sa.func.floor(sa.func.ST_Y(points.c.g) / CLUSTER_PX)
-        half = CLUSTER_PX / 2
-        layer = (
-            sa.select(
-                sa.func.ST_MakePoint(cx * CLUSTER_PX + half, cy * CLUSTER_PX + half).label("geom"),
-                sa.func.count().label("count"),
-                sa.func.max(points.c.score).label("max_score"),
-                sa.func.mode().within_group(points.c.label).label("label"),
-            )
-            .where(points.c.g.is_not(None)).group_by(cx, cy).subquery("tile"))
+        layer = _clusters(source, where, z, x, y)
     query = sa.select(sa.func.ST_AsMVT(sa.literal_column("tile"), LAYER, EXTENT, "geom")) \
         .select_from(layer)
     data = session.scalar(query)
     return bytes(data or b"")
+
+
+def _clusters(source: Any, where: list[Any], z: int, x: int,
+              y: int) -> sa.Subquery:
+    """One point per CLUSTER_PX square with its count, best score and commonest label.
+
+    The square comes from lon/lat with web-mercator arithmetic, not from a geometry per
+    detection: a city-centre tile holds tens of thousands of them.
+    """
+    per_tile = EXTENT // CLUSTER_PX * 2**z  # clusters across the world at this zoom
+    cx = sa.func.floor((_d.lon + 180.0) * (per_tile / 360.0)) - x * (EXTENT // CLUSTER_PX)
+    mercator_y = sa.func.asinh(sa.func.tan(sa.func.radians(_d.lat))) / math.pi
+    cy = sa.func.floor((1 - mercator_y) * (per_tile / 2)) - y * (EXTENT // CLUSTER_PX)
+    per_label = (sa.select(cx.label("cx"), cy.label("cy"), _d.label,
+                           sa.func.count().label("n"), sa.func.max(_d.score).label("top"))
+                 .select_from(source).where(*where)
+                 .group_by(cx, cy, _d.label)
+                 .subquery("per_label"))
+    c = per_label.c
+    half = CLUSTER_PX / 2
+    commonest = sa.func.array_agg(aggregate_order_by(c.label, c.n.desc(), c.label))
+    return (sa.select(
+        sa.func.ST_MakePoint(c.cx * CLUSTER_PX + half, c.cy * CLUSTER_PX + half).label("geom"),
+        sa.cast(sa.func.sum(c.n), sa.BigInteger).label("count"),
+        sa.func.max(c.top).label("max_score"),
+        commonest[1].label("label"))
+        .group_by(c.cx, c.cy).subquery("tile"))
 
 
 @bp.get("/tiles/<int:z>/<int:x>/<int:y>.mvt")

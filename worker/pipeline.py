@@ -11,6 +11,7 @@ from PIL import Image
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from web import rollup
 from web.db import session_scope
 from web.imaging import ImageError
 from web.models import Detection, Photo, PhotoStatus, utcnow
@@ -175,6 +176,7 @@ def detect_photo(
     t3 = time.perf_counter()
     boxes = scaled_boxes(result.found, factor, photo.width, photo.height)
     write_detections(sessions, photo_id, result.model_version_id, boxes)
+    rollup.fold_quietly(sessions)
     t4 = time.perf_counter()
     for stage, seconds in (("load", t1 - t0), ("decode", t2 - t1),
                            ("wait", max(0.0, t3 - t2 - result.batch_seconds)),

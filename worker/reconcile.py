@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from web import rollup
 from web.db import make_engine, make_session_factory, session_scope
 from web.models import Photo, PhotoStatus, utcnow
 from web.settings import Settings
@@ -111,6 +112,7 @@ class PeriodicReconciler(threading.Thread):
             while not self.stopped.wait(self.settings.reconcile_interval_s):
                 try:
                     reconcile(sessions, producer, after, processing_limit_s(self.settings, after))
+                    rollup.fold_quietly(sessions)  # deltas of writes no worker folded
                 except Exception:
                     logger.exception("reconcile: run failed; trying again next interval")
         finally:

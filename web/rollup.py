@@ -2,7 +2,7 @@
 
 Migration 0003 defines the rollup: every write to `detections` appends count changes per
 cell to `grid_count_deltas`, and `trashmap_fold_grid_counts()` (run by workers after each
-batch and by the reconciler) moves them into `grid_counts`. A read adds both in one
+photo and by the reconciler) moves them into `grid_counts`. A read adds both in one
 statement, so its counts are exact whenever it runs. Cells are the /grid cells of zoom
 levels 0..MAX_LEVEL, split by label, model version and score decile, so the map's usual
 filters (label, supercategory, model version, min_score in steps of 0.1) are answered

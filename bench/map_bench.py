@@ -203,7 +203,11 @@ def main() -> None:
     engine = app.extensions["trashmap"].engine
     cities = seed(engine, args.detections)
     total = engine.connect().execute(sa.text("SELECT count(*) FROM detections")).scalar()
-    print(f"seeded {total} detections in {time.perf_counter() - started:.0f} s", flush=True)
+    rollup_rows, rollup_size = engine.connect().execute(sa.text(
+        "SELECT count(*), pg_size_pretty(pg_total_relation_size('grid_counts')) "
+        "FROM grid_counts")).one()
+    print(f"seeded {total} detections in {time.perf_counter() - started:.0f} s; grid rollup: "
+          f"{rollup_rows} rows, {rollup_size}", flush=True)
 
     client = app.test_client()
     gc.freeze()  # as each gunicorn worker does once it has loaded the app (web/server.py)

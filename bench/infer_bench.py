@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ml.detector import Detector
 from ml.inference import BatchPredictor
-from web.imaging import decode_oriented
+from trashmap.imaging import decode_oriented
 
 PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos"
 DEFAULT_PHOTOS = (
@@ -111,9 +111,12 @@ def _run(predictor: BatchPredictor, batch: list, threshold: float) -> list[list]
 def _boxes(output: dict[str, torch.Tensor], names: tuple[str, ...]) -> list:
     return [
         (names[label], score, tuple(box))
-        for box, score, label in zip(output["boxes"].float().tolist(),
-                                     output["scores"].float().tolist(),
-                                     output["labels"].tolist(), strict=True)
+        for box, score, label in zip(
+            output["boxes"].float().tolist(),
+            output["scores"].float().tolist(),
+            output["labels"].tolist(),
+            strict=True,
+        )
     ]
 
 
@@ -154,8 +157,14 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
     """Both paths over the same photos, interleaved; photos/s, ratio and box agreement."""
     device = torch.device(config.device)
     torch.manual_seed(0)
-    detector = Detector.untrained([f"class_{i}" for i in range(1, 16)], config.arch, device,
-                                  min_size=config.min_size, max_size=config.max_size, seed=0)
+    detector = Detector.untrained(
+        [f"class_{i}" for i in range(1, 16)],
+        config.arch,
+        device,
+        min_size=config.min_size,
+        max_size=config.max_size,
+        seed=0,
+    )
     detector.model.roi_heads.score_thresh = config.score_threshold
     predictor = BatchPredictor(detector, max_batch=config.batch_size, precision=config.precision)
     sources = config.photos or [PHOTOS / name for name in DEFAULT_PHOTOS]
@@ -168,12 +177,22 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
         timings: dict[str, float] = {"tutorial": 0.0, "worker": 0.0, "worker_no_draft": 0.0}
         outputs: dict[str, list] = {}
         steps = [
-            ("tutorial", lambda: tutorial_loop(detector.model, paths, device,
-                                               detector.info.class_names)),
-            ("worker", lambda: worker_path(predictor, paths, config.batch_size, True,
-                                           config.score_threshold)),
-            ("worker_no_draft", lambda: worker_path(predictor, paths, config.batch_size, False,
-                                                    config.score_threshold)),
+            (
+                "tutorial",
+                lambda: tutorial_loop(detector.model, paths, device, detector.info.class_names),
+            ),
+            (
+                "worker",
+                lambda: worker_path(
+                    predictor, paths, config.batch_size, True, config.score_threshold
+                ),
+            ),
+            (
+                "worker_no_draft",
+                lambda: worker_path(
+                    predictor, paths, config.batch_size, False, config.score_threshold
+                ),
+            ),
         ]
         for name, step in tqdm(steps, desc="bench", disable=not progress):
             _sync(device)
@@ -190,15 +209,17 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "model": f"{config.arch} (seeded random weights) at {config.min_size}/{config.max_size}",
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()
-                   if k != "photos"},
+        "config": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in asdict(config).items()
+            if k != "photos"
+        },
         "tutorial_photos_per_s": round(n / timings["tutorial"], 3),
         "worker_photos_per_s": round(n / timings["worker"], 3),
         "worker_no_draft_photos_per_s": round(n / timings["worker_no_draft"], 3),
         "ratio": round(timings["tutorial"] / timings["worker"], 2),
         "ratio_no_draft": round(timings["tutorial"] / timings["worker_no_draft"], 2),
-        "detections_no_draft_vs_tutorial": compare(outputs["tutorial"],
-                                                   outputs["worker_no_draft"]),
+        "detections_no_draft_vs_tutorial": compare(outputs["tutorial"], outputs["worker_no_draft"]),
         "detections_draft_vs_tutorial": compare(outputs["tutorial"], outputs["worker"]),
     }
     return result

@@ -53,12 +53,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=30, help="how long uploads go on")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
-    parser.add_argument("--duplicate-rate", type=float, default=0.25,
-                        help="share of uploads that re-send an acknowledged photo")
-    parser.add_argument("--burst-every", type=float, default=3.0,
-                        help="seconds between bursts of one photo sent by every client at once")
-    parser.add_argument("--drain-timeout", type=float, default=600,
-                        help="seconds to wait for every photo to be processed")
+    parser.add_argument(
+        "--duplicate-rate",
+        type=float,
+        default=0.25,
+        help="share of uploads that re-send an acknowledged photo",
+    )
+    parser.add_argument(
+        "--burst-every",
+        type=float,
+        default=3.0,
+        help="seconds between bursts of one photo sent by every client at once",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=600,
+        help="seconds to wait for every photo to be processed",
+    )
     parser.add_argument("--json", type=Path, help="write the result here")
     return parser
 
@@ -94,13 +106,15 @@ class Load:
     async def send(self, http: httpx.AsyncClient, data: bytes, kind: str) -> None:
         start = time.perf_counter()
         try:
-            response = await http.post(f"{self.url}/api/v1/photos",
-                                       files={"file": ("load.jpg", data)})
+            response = await http.post(
+                f"{self.url}/api/v1/photos", files={"file": ("load.jpg", data)}
+            )
             status, body = response.status_code, response.json()
         except (httpx.HTTPError, ValueError) as exc:
             status, body = -1, {"exception": repr(exc)}
-        self.answers.append({"kind": kind, "status": status, "body": body,
-                             "latency_s": time.perf_counter() - start})
+        self.answers.append(
+            {"kind": kind, "status": status, "body": body, "latency_s": time.perf_counter() - start}
+        )
         if status == 201:
             self.acknowledged.append(data)
 
@@ -116,16 +130,19 @@ class Load:
         while time.monotonic() + self.args.burst_every < deadline:
             await asyncio.sleep(self.args.burst_every)
             data = self.next_photo()
-            await asyncio.gather(*(self.send(http, data, "burst")
-                                   for _ in range(self.args.clients)))
+            await asyncio.gather(
+                *(self.send(http, data, "burst") for _ in range(self.args.clients))
+            )
 
     async def run(self) -> float:
         limits = httpx.Limits(max_connections=self.args.clients * 2)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
             start = time.monotonic()
             deadline = start + self.args.seconds
-            await asyncio.gather(self.bursts(http, deadline),
-                                 *(self.client(http, deadline) for _ in range(self.args.clients)))
+            await asyncio.gather(
+                self.bursts(http, deadline),
+                *(self.client(http, deadline) for _ in range(self.args.clients)),
+            )
             return time.monotonic() - start
 
 
@@ -134,8 +151,13 @@ def _reset_database(url: str, env: dict[str, str]) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
-    subprocess.run([sys.executable, "-m", "trashmap", "db", "upgrade"], env=env, check=True,
-                   cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "trashmap", "db", "upgrade"],
+        env=env,
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
 
 
 def _wait_http(url: str, timeout_s: float = 90) -> None:
@@ -175,8 +197,9 @@ def verify(url: str, load: Load, drain_timeout: float, worker_log: Path) -> dict
     return {
         "acknowledged_201": len(created),
         "answered_200_duplicate": sum(a["status"] == 200 for a in load.answers),
-        "other_statuses": dict(Counter(a["status"] for a in load.answers
-                                       if a["status"] not in (200, 201))),
+        "other_statuses": dict(
+            Counter(a["status"] for a in load.answers if a["status"] not in (200, 201))
+        ),
         "stored": len(stored),
         "processed_done": sum(r.status == "done" for r in rows),
         "failed": sum(r.status == "failed" for r in rows),
@@ -194,18 +217,41 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="trashmap-load-"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRASHMAP_")}
-    env.update(SMALL_DETECTOR, TRASHMAP_DATABASE_URL=args.database_url,
-               TRASHMAP_BROKER_URL=args.broker_url, TRASHMAP_QUEUE=f"trashmap.load.{port}",
-               TRASHMAP_DATA_DIR=str(folder), TRASHMAP_RATE_LIMIT_ENABLED="0",
-               TRASHMAP_LOG_LEVEL="INFO")
+    env.update(
+        SMALL_DETECTOR,
+        TRASHMAP_DATABASE_URL=args.database_url,
+        TRASHMAP_BROKER_URL=args.broker_url,
+        TRASHMAP_QUEUE=f"trashmap.load.{port}",
+        TRASHMAP_DATA_DIR=str(folder),
+        TRASHMAP_RATE_LIMIT_ENABLED="0",
+        TRASHMAP_LOG_LEVEL="INFO",
+    )
     _reset_database(args.database_url, env)
     worker_log = folder / "worker.log"
     with open(folder / "web.log", "wb") as web_out, open(worker_log, "wb") as worker_out:
-        web = subprocess.Popen([sys.executable, "-m", "trashmap", "web", "--port", str(port),
-                                "--workers", str(args.web_workers)],
-                               env=env, cwd=ROOT, stdout=web_out, stderr=subprocess.STDOUT)
-        worker = subprocess.Popen([sys.executable, "-m", "trashmap", "worker", "--untrained"],
-                                  env=env, cwd=ROOT, stdout=worker_out, stderr=subprocess.STDOUT)
+        web = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trashmap",
+                "web",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.web_workers),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=web_out,
+            stderr=subprocess.STDOUT,
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "trashmap", "worker", "--untrained"],
+            env=env,
+            cwd=ROOT,
+            stdout=worker_out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_http(f"{url}/healthz")
@@ -222,7 +268,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     proc.kill()
     latencies = sorted(a["latency_s"] for a in load.answers if a["status"] in (200, 201))
     result.update(
-        clients=args.clients, seconds=round(elapsed, 1), requests=len(load.answers),
+        clients=args.clients,
+        seconds=round(elapsed, 1),
+        requests=len(load.answers),
         uploads_per_s=round(len(latencies) / elapsed, 1),
         p50_ms=round(statistics.median(latencies) * 1000, 1) if latencies else None,
         p95_ms=round(latencies[int(len(latencies) * 0.95) - 1] * 1000, 1) if latencies else None,
@@ -238,7 +286,12 @@ if __name__ == "__main__":
     cli_args = get_args_parser().parse_args()
     if cli_args.json:
         cli_args.json.write_text(json.dumps(outcome, indent=2))
-    broken = (outcome["lost"] or outcome["duplicated_rows"] or outcome["created_twice"]
-              or outcome["sha_with_several_ids"] or outcome["jobs_run_more_than_once"]
-              or outcome["stored"] != outcome["processed_done"])
+    broken = (
+        outcome["lost"]
+        or outcome["duplicated_rows"]
+        or outcome["created_twice"]
+        or outcome["sha_with_several_ids"]
+        or outcome["jobs_run_more_than_once"]
+        or outcome["stored"] != outcome["processed_done"]
+    )
     sys.exit(1 if broken else 0)

@@ -29,11 +29,20 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from web import create_app, migrate  # noqa: E402
-from web.settings import Settings  # noqa: E402
+from trashmap import migrate
+from trashmap.settings import Settings  # noqa: E402
+from web import create_app  # noqa: E402
 
-LABELS = ["Clear plastic bottle", "Drink can", "Cigarette", "Plastic film", "Glass bottle",
-          "Other plastic wrapper", "Plastic bottle cap", "Pop tab"]
+LABELS = [
+    "Clear plastic bottle",
+    "Drink can",
+    "Cigarette",
+    "Plastic film",
+    "Glass bottle",
+    "Other plastic wrapper",
+    "Plastic bottle cap",
+    "Pop tab",
+]
 CITIES = 300
 PER_PHOTO = 5
 
@@ -88,14 +97,20 @@ def recreate(url: str) -> None:
 def seed(engine: sa.Engine, detections: int) -> list[tuple[float, float]]:
     """Seed the rows; returns the centres of the densest cities, biggest first."""
     photos = detections // PER_PHOTO
-    params = {"cities": CITIES, "photos": photos, "labels": LABELS, "nlabels": len(LABELS),
-              "per_photo": PER_PHOTO}
+    params = {
+        "cities": CITIES,
+        "photos": photos,
+        "labels": LABELS,
+        "nlabels": len(LABELS),
+        "per_photo": PER_PHOTO,
+    }
     with engine.begin() as conn:
         for statement in filter(str.strip, SEED_SQL.split(";")):
             used = {k: v for k, v in params.items() if f":{k}" in statement}
             conn.execute(sa.text(statement), used)
-        top = conn.execute(sa.text(
-            "SELECT c.lat, c.lon FROM cities c ORDER BY c.id LIMIT 10")).all()
+        top = conn.execute(
+            sa.text("SELECT c.lat, c.lon FROM cities c ORDER BY c.id LIMIT 10")
+        ).all()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for table in ("photos", "detections", "grid_counts", "grid_count_deltas"):
             conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
@@ -104,8 +119,10 @@ def seed(engine: sa.Engine, detections: int) -> list[tuple[float, float]]:
 
 def tile_of(lat: float, lon: float, z: int) -> tuple[int, int]:
     n = 2**z
-    return (int((lon + 180) / 360 * n),
-            int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n))
+    return (
+        int((lon + 180) / 360 * n),
+        int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n),
+    )
 
 
 def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
@@ -144,16 +161,25 @@ class Naive:
 
     def rows(self) -> list[sa.Row]:  # type: ignore[type-arg]
         with self.engine.connect() as conn:
-            return conn.execute(sa.text(
-                "SELECT d.id, d.photo_id, d.lat, d.lon, d.label, d.score, d.x1, d.y1, d.x2, "
-                "d.y2, p.taken_at FROM detections d JOIN photos p ON p.id = d.photo_id "
-                "WHERE d.lat IS NOT NULL ORDER BY d.id")).all()
+            return conn.execute(
+                sa.text(
+                    "SELECT d.id, d.photo_id, d.lat, d.lon, d.label, d.score, d.x1, d.y1, d.x2, "
+                    "d.y2, p.taken_at FROM detections d JOIN photos p ON p.id = d.photo_id "
+                    "WHERE d.lat IS NOT NULL ORDER BY d.id"
+                )
+            ).all()
 
     def page(self, box: tuple[float, float, float, float]) -> int:
         hits = [r for r in self.rows() if box[0] <= r.lon <= box[2] and box[1] <= r.lat <= box[3]]
-        features = [{"type": "Feature", "id": r.id, "geometry": {
-            "type": "Point", "coordinates": [r.lon, r.lat]}, "properties": {
-            "label": r.label, "score": r.score}} for r in hits[:1000]]
+        features = [
+            {
+                "type": "Feature",
+                "id": r.id,
+                "geometry": {"type": "Point", "coordinates": [r.lon, r.lat]},
+                "properties": {"label": r.label, "score": r.score},
+            }
+            for r in hits[:1000]
+        ]
         return len(json.dumps({"numberMatched": len(hits), "features": features}))
 
     def grid(self, cell: float, box: tuple[float, float, float, float] | None) -> int:
@@ -171,10 +197,14 @@ class Naive:
         for r in self.rows():
             if west <= r.lon <= east and south <= r.lat <= north:
                 px, py = tile_px(r.lat, r.lon, z, x, y)
-                feats.append({"geometry": f"POINT({px} {py})",
-                              "properties": {"id": r.id, "label": r.label}})
-        return len(mapbox_vector_tile.encode(
-            [{"name": "detections", "features": feats}], default_options={"y_coord_down": True}))
+                feats.append(
+                    {"geometry": f"POINT({px} {py})", "properties": {"id": r.id, "label": r.label}}
+                )
+        return len(
+            mapbox_vector_tile.encode(
+                [{"name": "detections", "features": feats}], default_options={"y_coord_down": True}
+            )
+        )
 
 
 def tile_px(lat: float, lon: float, z: int, x: int, y: int) -> tuple[float, float]:
@@ -186,16 +216,18 @@ def tile_px(lat: float, lon: float, z: int, x: int, y: int) -> tuple[float, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="postgresql+psycopg2://postgres@127.0.0.1:5432/"
-                        "trashmap_bench")
+    parser.add_argument(
+        "--url", default="postgresql+psycopg2://postgres@127.0.0.1:5432/trashmap_bench"
+    )
     parser.add_argument("--detections", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=50, help="timed runs per API row")
     parser.add_argument("--baseline-runs", type=int, default=5)
     parser.add_argument("--json", type=Path, default=Path("bench/map_bench.json"))
     args = parser.parse_args()
 
-    settings = replace(Settings.from_env(), database_url=args.url, rate_limit_enabled=False,
-                       broker_url="memory://")
+    settings = replace(
+        Settings.from_env(), database_url=args.url, rate_limit_enabled=False, broker_url="memory://"
+    )
     started = time.perf_counter()
     recreate(args.url)
     migrate.upgrade(settings)
@@ -203,11 +235,21 @@ def main() -> None:
     engine = app.extensions["trashmap"].engine
     cities = seed(engine, args.detections)
     total = engine.connect().execute(sa.text("SELECT count(*) FROM detections")).scalar()
-    rollup_rows, rollup_size = engine.connect().execute(sa.text(
-        "SELECT count(*), pg_size_pretty(pg_total_relation_size('grid_counts')) "
-        "FROM grid_counts")).one()
-    print(f"seeded {total} detections in {time.perf_counter() - started:.0f} s; grid rollup: "
-          f"{rollup_rows} rows, {rollup_size}", flush=True)
+    rollup_rows, rollup_size = (
+        engine.connect()
+        .execute(
+            sa.text(
+                "SELECT count(*), pg_size_pretty(pg_total_relation_size('grid_counts')) "
+                "FROM grid_counts"
+            )
+        )
+        .one()
+    )
+    print(
+        f"seeded {total} detections in {time.perf_counter() - started:.0f} s; grid rollup: "
+        f"{rollup_rows} rows, {rollup_size}",
+        flush=True,
+    )
 
     client = app.test_client()
     gc.freeze()  # as each gunicorn worker does once it has loaded the app (web/server.py)
@@ -223,41 +265,65 @@ def main() -> None:
     def bbox_q(i: int) -> str:
         return ",".join(f"{v:.6f}" for v in boxes[i % len(boxes)])
 
-    page_sizes = [client.get("/api/v1/detections", query_string={"bbox": bbox_q(i),
-                  "limit": 1000}).get_json()["numberReturned"] for i in range(len(boxes))]
+    page_sizes = [
+        client.get(
+            "/api/v1/detections", query_string={"bbox": bbox_q(i), "limit": 1000}
+        ).get_json()["numberReturned"]
+        for i in range(len(boxes))
+    ]
     rows = [
-        ("city bbox, GeoJSON page of 1000",
-         lambda i: get("/api/v1/detections", {"bbox": bbox_q(i), "limit": 1000}),
-         lambda i: naive.page(boxes[i % len(boxes)])),
-        ("/grid, world (zoom 2)",
-         lambda i: get("/api/v1/grid", {"zoom": 2}),
-         lambda i: naive.grid(360 / 4 / 8, None)),
-        ("/grid, city (zoom 12, city bbox)",
-         lambda i: get("/api/v1/grid", {"zoom": 12, "bbox": bbox_q(i)}),
-         lambda i: naive.grid(360 / 4096 / 8, boxes[i % len(boxes)])),
-        ("z12 tile (city centre)",
-         lambda i: get("/api/v1/tiles/{}/{}/{}.mvt".format(*tiles[i % len(tiles)]), {}),
-         lambda i: naive.tile(*tiles[i % len(tiles)])),
+        (
+            "city bbox, GeoJSON page of 1000",
+            lambda i: get("/api/v1/detections", {"bbox": bbox_q(i), "limit": 1000}),
+            lambda i: naive.page(boxes[i % len(boxes)]),
+        ),
+        (
+            "/grid, world (zoom 2)",
+            lambda i: get("/api/v1/grid", {"zoom": 2}),
+            lambda i: naive.grid(360 / 4 / 8, None),
+        ),
+        (
+            "/grid, city (zoom 12, city bbox)",
+            lambda i: get("/api/v1/grid", {"zoom": 12, "bbox": bbox_q(i)}),
+            lambda i: naive.grid(360 / 4096 / 8, boxes[i % len(boxes)]),
+        ),
+        (
+            "z12 tile (city centre)",
+            lambda i: get("/api/v1/tiles/{}/{}/{}.mvt".format(*tiles[i % len(tiles)]), {}),
+            lambda i: naive.tile(*tiles[i % len(tiles)]),
+        ),
     ]
     results = []
     for name, api, base in tqdm(rows, desc="measuring", unit="row"):
         fast = timed(api, args.runs)
         slow = timed(base, args.baseline_runs, warmup=1)
-        results.append({"what": name, "api_p50_ms": pct(fast, 50), "api_p95_ms": pct(fast, 95),
-                        "baseline_p50_ms": pct(slow, 50), "baseline_p95_ms": pct(slow, 95),
-                        "speedup_p50": pct(slow, 50) / pct(fast, 50)})
-    print(f"\n{total} detections, {CITIES} clustered cities; city pages held "
-          f"{min(page_sizes)}-{max(page_sizes)} features; API: {args.runs} runs, baseline "
-          f"(all rows read and filtered in Python): {args.baseline_runs} runs\n")
+        results.append(
+            {
+                "what": name,
+                "api_p50_ms": pct(fast, 50),
+                "api_p95_ms": pct(fast, 95),
+                "baseline_p50_ms": pct(slow, 50),
+                "baseline_p95_ms": pct(slow, 95),
+                "speedup_p50": pct(slow, 50) / pct(fast, 50),
+            }
+        )
+    print(
+        f"\n{total} detections, {CITIES} clustered cities; city pages held "
+        f"{min(page_sizes)}-{max(page_sizes)} features; API: {args.runs} runs, baseline "
+        f"(all rows read and filtered in Python): {args.baseline_runs} runs\n"
+    )
     print("| query | API p50 ms | API p95 ms | baseline p50 ms | baseline p95 ms | speed-up |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['what']} | {r['api_p50_ms']:.1f} | {r['api_p95_ms']:.1f} | "
-              f"{r['baseline_p50_ms']:.0f} | {r['baseline_p95_ms']:.0f} | "
-              f"{r['speedup_p50']:.0f}x |")
+        print(
+            f"| {r['what']} | {r['api_p50_ms']:.1f} | {r['api_p95_ms']:.1f} | "
+            f"{r['baseline_p50_ms']:.0f} | {r['baseline_p95_ms']:.0f} | "
+            f"{r['speedup_p50']:.0f}x |"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"detections": total, "runs": args.runs,
-                                     "results": results}, indent=2))
+    args.json.write_text(
+        json.dumps({"detections": total, "runs": args.runs, "results": results}, indent=2)
+    )
     engine.dispose()
 
 

@@ -1,4 +1,4 @@
-"""Alembic environment: metadata from web.models, URL from the trashmap settings."""
+"""Alembic environment: metadata from trashmap.models, URL from the trashmap settings."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from web.db import make_engine
-from web.models import Base
-from web.settings import Settings
+from trashmap.db import make_engine
+from trashmap.models import Base
+from trashmap.settings import Settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -20,12 +20,17 @@ target_metadata = Base.metadata
 
 # Objects that only the PostgreSQL branch of a migration creates (the models stay
 # portable): PostGIS's own table, the generated point columns with their indexes, and the
-# trigger-kept grid count rollup (migration 0003, read by web/rollup.py).
+# trigger-kept grid count rollup (migration 0003, read by web/query/rollup.py).
 POSTGRESQL_ONLY = {
     "table": {"spatial_ref_sys", "grid_counts", "grid_count_deltas"},
     "column": {"geom", "pt"},
-    "index": {"ix_photos_geom", "ix_detections_geom", "ix_detections_pt",
-              "ix_grid_counts_empty", "ix_grid_count_deltas_level"},
+    "index": {
+        "ix_photos_geom",
+        "ix_detections_geom",
+        "ix_detections_pt",
+        "ix_grid_counts_empty",
+        "ix_grid_count_deltas_level",
+    },
 }
 
 
@@ -33,8 +38,9 @@ POSTGRESQL_ONLY = {
 warnings.filterwarnings("ignore", message="Did not recognize type '(geometry|point)'")
 
 
-def include_object(obj: object, name: str | None, type_: str, reflected: bool,
-                   compare_to: object) -> bool:
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
     """Leave PostgreSQL-only objects out of autogenerate and `alembic check`."""
     return not (reflected and compare_to is None and name in POSTGRESQL_ONLY.get(type_, ()))
 

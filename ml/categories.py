@@ -98,7 +98,9 @@ class ClassSet:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; stored in checkpoints so evaluation maps categories the same way."""
         out: dict[str, Any] = {
-            "name": self.name, "match": self.match, "classes": list(self.classes),
+            "name": self.name,
+            "match": self.match,
+            "classes": list(self.classes),
         }
         if self.mapping:
             out["map"] = dict(self.mapping)
@@ -136,9 +138,7 @@ def builtin_class_sets() -> list[str]:
     return sorted(n.removesuffix(".json") for n in names if n.endswith(".json"))
 
 
-def load_class_set(
-    spec: str, categories: Iterable[Mapping[str, Any]] | None = None
-) -> ClassSet:
+def load_class_set(spec: str, categories: Iterable[Mapping[str, Any]] | None = None) -> ClassSet:
     """A shipped set by name, a JSON file by path, or `all` (needs the file's categories)."""
     if spec == FROM_ANNOTATIONS:
         if categories is None:

@@ -45,22 +45,51 @@ def ml() -> None:
 
 
 @ml.command("download-taco")
-@click.option("--annotations", type=EXISTING_FILE, required=True,
-              help="COCO annotation file whose images to fetch (e.g. TACO's annotations.json).")
-@click.option("--out", type=OUT_DIR, required=True,
-              help="Folder for the images, laid out by their file_name (batch_1/000006.jpg).")
-@click.option("--url-field", default="flickr_url", show_default=True,
-              help="Image field holding the URL; flickr_url is the original with its EXIF.")
-@click.option("--workers", type=click.IntRange(1), default=8, show_default=True,
-              help="Parallel downloads.")
-@click.option("--retries", type=click.IntRange(0), default=4, show_default=True,
-              help="Extra attempts after a network error, 429 or 5xx.")
-@click.option("--backoff", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Seconds before the first retry; doubles each time.")
-@click.option("--timeout", type=click.FloatRange(0), default=60.0, show_default=True,
-              help="Seconds to wait for the server on each request.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar.")
+@click.option(
+    "--annotations",
+    type=EXISTING_FILE,
+    required=True,
+    help="COCO annotation file whose images to fetch (e.g. TACO's annotations.json).",
+)
+@click.option(
+    "--out",
+    type=OUT_DIR,
+    required=True,
+    help="Folder for the images, laid out by their file_name (batch_1/000006.jpg).",
+)
+@click.option(
+    "--url-field",
+    default="flickr_url",
+    show_default=True,
+    help="Image field holding the URL; flickr_url is the original with its EXIF.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1), default=8, show_default=True, help="Parallel downloads."
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=4,
+    show_default=True,
+    help="Extra attempts after a network error, 429 or 5xx.",
+)
+@click.option(
+    "--backoff",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Seconds before the first retry; doubles each time.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the server on each request.",
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
 def download_taco(**kwargs: Any) -> None:
     """Download and verify every image of an annotation file; resumable, reports failures."""
     from ml.download import REPORT, DownloadOptions, main
@@ -77,18 +106,39 @@ def download_taco(**kwargs: Any) -> None:
 
 
 @ml.command()
-@click.option("--annotations", type=EXISTING_FILE, required=True,
-              help="COCO annotation file to describe.")
-@click.option("--images", type=EXISTING_DIR, default=None,
-              help="Image folder; when given, sample images are drawn with their boxes.")
-@click.option("--out", type=OUT_DIR, required=True,
-              help="Folder for meta_df.csv, stats.json and the plots.")
-@click.option("--min-size", type=click.IntRange(32), default=800, show_default=True,
-              help="Training input size used to report box sizes as the model sees them.")
-@click.option("--max-size", type=click.IntRange(32), default=1333, show_default=True,
-              help="Upper bound of the longer side, as in training.")
-@click.option("--samples", type=click.IntRange(0), default=8, show_default=True,
-              help="Images drawn in samples.png.")
+@click.option(
+    "--annotations", type=EXISTING_FILE, required=True, help="COCO annotation file to describe."
+)
+@click.option(
+    "--images",
+    type=EXISTING_DIR,
+    default=None,
+    help="Image folder; when given, sample images are drawn with their boxes.",
+)
+@click.option(
+    "--out", type=OUT_DIR, required=True, help="Folder for meta_df.csv, stats.json and the plots."
+)
+@click.option(
+    "--min-size",
+    type=click.IntRange(32),
+    default=800,
+    show_default=True,
+    help="Training input size used to report box sizes as the model sees them.",
+)
+@click.option(
+    "--max-size",
+    type=click.IntRange(32),
+    default=1333,
+    show_default=True,
+    help="Upper bound of the longer side, as in training.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(0),
+    default=8,
+    show_default=True,
+    help="Images drawn in samples.png.",
+)
 def explore(**kwargs: Any) -> None:
     """Describe an annotation file: per-annotation CSV, statistics and plots."""
     from ml.explore import ExploreOptions, main
@@ -110,24 +160,44 @@ def _echo_training(result: Any) -> None:
         f"map50 {result.val_metrics.get('map50')} -> {result.checkpoint}"
     )
     if result.test_metrics:
-        click.echo(f"test map {result.test_metrics.get('map')}, "
-                   f"map50 {result.test_metrics.get('map50')}")
-    click.echo(f"{result.images_per_s:.2f} images/s, "
-               f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB")
+        click.echo(
+            f"test map {result.test_metrics.get('map')}, map50 {result.test_metrics.get('map50')}"
+        )
+    click.echo(
+        f"{result.images_per_s:.2f} images/s, "
+        f"peak memory {result.peak_memory_bytes / 2**20:.0f} MiB"
+    )
 
 
 @ml.command()
-@click.option("--annotations", type=EXISTING_FILE, required=True,
-              help="COCO file of the training images.")
-@click.option("--images", type=EXISTING_DIR, required=True,
-              help="Folder the annotations' file_name paths are relative to.")
-@click.option("--out", type=OUT_DIR, required=True,
-              help="Run folder: best.pt, last.pt, log.csv, tensorboard/, val_images/.")
-@click.option("--val-annotations", type=EXISTING_FILE, default=None,
-              help="COCO file that picks the best epoch (default: a stratified "
-                   "--val-fraction of --annotations).")
-@click.option("--test-annotations", type=EXISTING_FILE, default=None,
-              help="COCO file scored once with the chosen checkpoint; never used to choose.")
+@click.option(
+    "--annotations", type=EXISTING_FILE, required=True, help="COCO file of the training images."
+)
+@click.option(
+    "--images",
+    type=EXISTING_DIR,
+    required=True,
+    help="Folder the annotations' file_name paths are relative to.",
+)
+@click.option(
+    "--out",
+    type=OUT_DIR,
+    required=True,
+    help="Run folder: best.pt, last.pt, log.csv, tensorboard/, val_images/.",
+)
+@click.option(
+    "--val-annotations",
+    type=EXISTING_FILE,
+    default=None,
+    help="COCO file that picks the best epoch (default: a stratified "
+    "--val-fraction of --annotations).",
+)
+@click.option(
+    "--test-annotations",
+    type=EXISTING_FILE,
+    default=None,
+    help="COCO file scored once with the chosen checkpoint; never used to choose.",
+)
 @train_options
 def train(**kwargs: Any) -> None:
     """Fine-tune a Faster R-CNN; keeps the epoch with the best validation mAP (OUT/best.pt)."""
@@ -137,21 +207,53 @@ def train(**kwargs: Any) -> None:
 
 
 @ml.command()
-@click.option("--annotations", type=EXISTING_FILE, default=None,
-              help="COCO file to split into folds (not needed with --summarise).")
-@click.option("--images", type=EXISTING_DIR, default=None,
-              help="Folder the annotations' file_name paths are relative to.")
-@click.option("--out", type=OUT_DIR, required=True,
-              help="Folder for folds/, fold_K/ runs and cv_summary.json / .md.")
-@click.option("--folds", type=click.IntRange(2), default=5, show_default=True,
-              help="Number of folds over images, stratified by class.")
-@click.option("--fold", type=click.IntRange(0), default=None,
-              help="Run only fold K (0-based), e.g. one per GPU or process.")
-@click.option("--summarise", "summarise_only", is_flag=True,
-              help="Only collect finished folds into cv_summary.json.")
+@click.option(
+    "--annotations",
+    type=EXISTING_FILE,
+    default=None,
+    help="COCO file to split into folds (not needed with --summarise).",
+)
+@click.option(
+    "--images",
+    type=EXISTING_DIR,
+    default=None,
+    help="Folder the annotations' file_name paths are relative to.",
+)
+@click.option(
+    "--out",
+    type=OUT_DIR,
+    required=True,
+    help="Folder for folds/, fold_K/ runs and cv_summary.json / .md.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(2),
+    default=5,
+    show_default=True,
+    help="Number of folds over images, stratified by class.",
+)
+@click.option(
+    "--fold",
+    type=click.IntRange(0),
+    default=None,
+    help="Run only fold K (0-based), e.g. one per GPU or process.",
+)
+@click.option(
+    "--summarise",
+    "summarise_only",
+    is_flag=True,
+    help="Only collect finished folds into cv_summary.json.",
+)
 @train_options
-def cv(annotations: Path | None, images: Path | None, out: Path, folds: int, fold: int | None,
-       summarise_only: bool, **kwargs: Any) -> None:
+def cv(
+    annotations: Path | None,
+    images: Path | None,
+    out: Path,
+    folds: int,
+    fold: int | None,
+    summarise_only: bool,
+    **kwargs: Any,
+) -> None:
     """K-fold cross-validation: each fold trains (all `train` options apply) and is scored."""
     from ml.cross_validate import SUMMARY, CVOptions, main
     from ml.train import TrainOptions
@@ -166,27 +268,55 @@ def cv(annotations: Path | None, images: Path | None, out: Path, folds: int, fol
         click.echo(f"fold {fold} done; run with --summarise once every fold has finished")
         return
     mean, std = summary["mean"], summary["std"]
-    click.echo(f"{folds} folds: map {mean['map']} ± {std['map']}, "
-               f"map50 {mean['map50']} ± {std['map50']} -> {out / SUMMARY}")
+    click.echo(
+        f"{folds} folds: map {mean['map']} ± {std['map']}, "
+        f"map50 {mean['map50']} ± {std['map50']} -> {out / SUMMARY}"
+    )
 
 
 @ml.command()
 @click.option("--weights", type=EXISTING_FILE, required=True, help="Checkpoint to score.")
-@click.option("--annotations", type=EXISTING_FILE, required=True,
-              help="COCO file of the split to score it on.")
-@click.option("--images", type=EXISTING_DIR, required=True,
-              help="Folder the annotations' file_name paths are relative to.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the metrics to this JSON file.")
-@click.option("--classes", default=None,
-              help="Class set mapping the file's categories (default: the checkpoint's).")
+@click.option(
+    "--annotations",
+    type=EXISTING_FILE,
+    required=True,
+    help="COCO file of the split to score it on.",
+)
+@click.option(
+    "--images",
+    type=EXISTING_DIR,
+    required=True,
+    help="Folder the annotations' file_name paths are relative to.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the metrics to this JSON file.",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="Class set mapping the file's categories (default: the checkpoint's).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
-              help="Images per forward pass.")
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
-              help="DataLoader worker processes.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Images per forward pass.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="DataLoader worker processes.",
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
 def evaluate(**kwargs: Any) -> None:
     """COCO mAP@[.5:.95], mAP50, mAP75, by size and per class, with pycocotools."""
     from ml.coco_eval import format_metrics
@@ -198,24 +328,47 @@ def evaluate(**kwargs: Any) -> None:
 @ml.command()
 @click.option("--weights", type=EXISTING_FILE, required=True, help="Checkpoint to run.")
 @click.argument("inputs", type=EXISTING_DIR)
-@click.option("--out", type=OUT_DIR, required=True,
-              help="Folder for the annotated images and detections.json.")
+@click.option(
+    "--out",
+    type=OUT_DIR,
+    required=True,
+    help="Folder for the annotated images and detections.json.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
-              help="Images per forward pass.")
-@click.option("--score-threshold", type=click.FloatRange(0, 1), default=None,
-              help="Keep detections at least this confident (default: the checkpoint's).")
-@click.option("--min-size", type=click.IntRange(32), default=None,
-              help="Override the checkpoint's input size (shorter side).")
-@click.option("--max-size", type=click.IntRange(32), default=None,
-              help="Override the checkpoint's longer-side bound.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Images per forward pass.",
+)
+@click.option(
+    "--score-threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Keep detections at least this confident (default: the checkpoint's).",
+)
+@click.option(
+    "--min-size",
+    type=click.IntRange(32),
+    default=None,
+    help="Override the checkpoint's input size (shorter side).",
+)
+@click.option(
+    "--max-size",
+    type=click.IntRange(32),
+    default=None,
+    help="Override the checkpoint's longer-side bound.",
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
 def predict(**kwargs: Any) -> None:
     """Detect litter in INPUTS (JPEG, PNG, HEIC; EXIF orientation applied)."""
     from ml.predict import DETECTIONS, PredictOptions, main
 
     report = _run(lambda: main(PredictOptions(**kwargs)))
     found = sum(len(e.get("detections", [])) for e in report["images"])
-    click.echo(f"{len(report['images'])} images, {found} detections -> "
-               f"{kwargs['out'] / DETECTIONS}")
+    click.echo(
+        f"{len(report['images'])} images, {found} detections -> {kwargs['out'] / DETECTIONS}"
+    )

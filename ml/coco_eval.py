@@ -41,10 +41,14 @@ def to_results(detections: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for (x1, y1, x2, y2), score, label in zip(
             det["boxes"], det["scores"], det["labels"], strict=True
         ):
-            rows.append({
-                "image_id": det["image_id"], "category_id": int(label),
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score),
-            })
+            rows.append(
+                {
+                    "image_id": det["image_id"],
+                    "category_id": int(label),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score),
+                }
+            )
     return rows
 
 

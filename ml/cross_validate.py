@@ -86,13 +86,16 @@ def summarise(out: Path, folds: int) -> dict[str, Any]:
     for k in range(folds):
         result = json.loads((fold_dir(out, k) / train.METRICS).read_text())
         test = result.get("test") or {}
-        per_fold.append({
-            "fold": k, "best_epoch": result.get("best_epoch"),
-            "val_map": (result.get("val") or {}).get("map"),
-            **{key: test.get(key) for key in SUMMARY_KEYS},
-            "per_class": test.get("per_class", {}),
-            "per_class_ap50": test.get("per_class_ap50", {}),
-        })
+        per_fold.append(
+            {
+                "fold": k,
+                "best_epoch": result.get("best_epoch"),
+                "val_map": (result.get("val") or {}).get("map"),
+                **{key: test.get(key) for key in SUMMARY_KEYS},
+                "per_class": test.get("per_class", {}),
+                "per_class_ap50": test.get("per_class_ap50", {}),
+            }
+        )
     classes = list(per_fold[0]["per_class"])
     mean: dict[str, Any] = {}
     std: dict[str, Any] = {}
@@ -105,11 +108,15 @@ def summarise(out: Path, folds: int) -> dict[str, Any]:
     manifest_path = out / "folds" / "folds.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     summary = {
-        "folds": folds, "seed": manifest.get("seed"), "classes": classes,
+        "folds": folds,
+        "seed": manifest.get("seed"),
+        "classes": classes,
         "absent_test_classes": {
             str(f["fold"]): f["test"]["absent_classes"] for f in manifest.get("per_fold", [])
         },
-        "per_fold": per_fold, "mean": mean, "std": std,
+        "per_fold": per_fold,
+        "mean": mean,
+        "std": std,
     }
     write_json(summary, out / SUMMARY, indent=2)
     (out / TABLE).write_text(markdown(summary))
@@ -160,6 +167,9 @@ def main(cv: CVOptions, options: TrainOptions) -> dict[str, Any] | None:
         logger.info("folds %s done; summarise after the others finish", done)
         return None
     summary = summarise(cv.out, cv.folds)
-    logger.info("cv: map %s, map50 %s", _cell(summary["mean"]["map"], summary["std"]["map"]),
-                _cell(summary["mean"]["map50"], summary["std"]["map50"]))
+    logger.info(
+        "cv: map %s, map50 %s",
+        _cell(summary["mean"]["map"], summary["std"]["map"]),
+        _cell(summary["mean"]["map50"], summary["std"]["map50"]),
+    )
     return summary

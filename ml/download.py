@@ -125,8 +125,11 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
                     written += len(chunk)
             if expected is not None and written < int(expected):
                 raise _RetryableError(f"connection closed after {written} of {expected} bytes")
-    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema) as exc:
+    except (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidSchema,
+    ) as exc:
         raise ValueError(f"bad URL: {exc}") from exc
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise _RetryableError(f"{type(exc).__name__}: {exc}") from exc
@@ -154,8 +157,9 @@ def download_one(image: dict[str, Any], options: DownloadOptions) -> Outcome:
             break
         except _RetryableError as exc:
             if attempt > options.retries:
-                return Outcome(name, url, "failed", f"gave up after {attempt} attempts: {exc}",
-                               attempt)
+                return Outcome(
+                    name, url, "failed", f"gave up after {attempt} attempts: {exc}", attempt
+                )
             delay = options.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
             logger.info("%s: %s; retrying in %.1fs", url, exc, delay)
             time.sleep(delay)
@@ -187,7 +191,8 @@ def main(options: DownloadOptions) -> dict[str, Any]:
     outcomes.sort(key=lambda o: o.file_name)
     count = {s: sum(1 for o in outcomes if o.status == s) for s in ("downloaded", "present")}
     report = {
-        "images": len(images), **count,
+        "images": len(images),
+        **count,
         "failed": [asdict(o) for o in outcomes if o.status == "failed"],
     }
     write_json(report, options.out / REPORT, indent=2)

@@ -72,8 +72,11 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
     )
     metrics = coco_metrics(dataset.ground_truth(), detections, class_set.classes)
     metrics["checkpoint"] = {
-        "path": str(options.weights), "sha256": detector.weights_sha256,
-        "name": info.name, "version": info.version, "arch": info.arch,
+        "path": str(options.weights),
+        "sha256": detector.weights_sha256,
+        "name": info.name,
+        "version": info.version,
+        "arch": info.arch,
     }
     metrics["split"] = str(options.annotations)
     logger.info("%s on %s: %s", options.weights, options.annotations, format_metrics(metrics))

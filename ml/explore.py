@@ -38,8 +38,12 @@ def _spread(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
     return {
-        "min": ordered[0], "p10": pick(0.1), "median": statistics.median(ordered),
-        "mean": statistics.fmean(ordered), "p90": pick(0.9), "max": ordered[-1],
+        "min": ordered[0],
+        "p10": pick(0.1),
+        "median": statistics.median(ordered),
+        "mean": statistics.fmean(ordered),
+        "p90": pick(0.9),
+        "max": ordered[-1],
     }
 
 
@@ -100,8 +104,11 @@ def compute_stats(data: dict[str, Any], min_size: int, max_size: int) -> dict[st
             ],
         },
         "box_sizes_after_resize": {
-            "min_size": min_size, "max_size": max_size,
-            "sqrt_area": _spread(sides), "width": _spread(widths), "height": _spread(heights),
+            "min_size": min_size,
+            "max_size": max_size,
+            "sqrt_area": _spread(sides),
+            "width": _spread(widths),
+            "height": _spread(heights),
             "coco_size_classes": dict(size_class),
         },
         "defects": {
@@ -122,10 +129,15 @@ def write_meta(data: dict[str, Any], images_dir: Path | None, path: Path) -> int
         for ann in data["annotations"]:
             img, cat = images[ann["image_id"]], categories[ann["category_id"]]
             full = (images_dir / img["file_name"]) if images_dir else Path(img["file_name"])
-            writer.writerow([
-                img["file_name"], cat["name"], cat.get("supercategory", cat["name"]),
-                *ann["bbox"], str(full),
-            ])
+            writer.writerow(
+                [
+                    img["file_name"],
+                    cat["name"],
+                    cat.get("supercategory", cat["name"]),
+                    *ann["bbox"],
+                    str(full),
+                ]
+            )
     return len(data["annotations"])
 
 
@@ -143,8 +155,12 @@ def main(options: ExploreOptions) -> dict[str, Any]:
 
     plots = explore_plots.plot_all(data, stats, options.images, options.out, options.samples)
     logger.info(
-        "%d images, %d annotations (%d CSV rows), %d categories in %d supercategories; "
-        "plots: %s", stats["images"], stats["annotations"], rows, stats["categories"],
-        stats["supercategories"], [p.name for p in plots],
+        "%d images, %d annotations (%d CSV rows), %d categories in %d supercategories; plots: %s",
+        stats["images"],
+        stats["annotations"],
+        rows,
+        stats["categories"],
+        stats["supercategories"],
+        [p.name for p in plots],
     )
     return stats

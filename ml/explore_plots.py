@@ -95,11 +95,16 @@ def plot_all(
 ) -> list[Path]:
     """Every plot explore makes; the sample grid only when images are on disk."""
     written = [
-        bar_chart(stats["per_supercategory"], "Annotations per supercategory",
-                  out / "supercategories.png"),
+        bar_chart(
+            stats["per_supercategory"], "Annotations per supercategory", out / "supercategories.png"
+        ),
         bar_chart(stats["per_category"], "Annotations per category", out / "categories.png"),
-        histogram(stats["annotations_per_image"]["histogram"], "Annotations per image",
-                  "annotations in the image", out / "annotations_per_image.png"),
+        histogram(
+            stats["annotations_per_image"]["histogram"],
+            "Annotations per image",
+            "annotations in the image",
+            out / "annotations_per_image.png",
+        ),
     ]
     if images_dir is not None and samples > 0:
         grid = sample_grid(data, images_dir, out / "samples.png", samples)

@@ -1,50 +1,31 @@
-"""Reading photos for ml/: decode JPEG, PNG or HEIC and turn them upright by their EXIF tag."""
+"""Photos for ml/: decoded and turned upright by trashmap.imaging, checked against annotations."""
 
 from __future__ import annotations
 
-import functools
-import logging
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-logger = logging.getLogger(__name__)
+from trashmap.imaging import IMAGE_SUFFIXES, decode_oriented, oriented_size, register_heif
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp")
+__all__ = [
+    "ImageSizeError",
+    "check_size",
+    "list_images",
+    "open_oriented",
+    "oriented_size",
+    "register_heif",
+]
 
 
 class ImageSizeError(ValueError):
     """A decoded image is not the size its annotation says."""
 
 
-@functools.cache
-def register_heif() -> None:
-    """Let Pillow open HEIC/HEIF (once per process)."""
-    # Registering is process-wide; doing it on first use keeps imports free of side effects.
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-
-
-def open_oriented(path: Path, *, load: bool = True) -> Image.Image:
-    """RGB image as a viewer shows it: EXIF orientation applied (pillow-heif applies HEIF's)."""
-    register_heif()
-    with Image.open(path) as raw:
-        if load:
-            raw.load()  # a truncated file fails here, not later inside a worker
-        image = ImageOps.exif_transpose(raw)
-        # exif_transpose already returned a copy, detached from the closed file.
-        return image.convert("RGB") if image.mode != "RGB" else image
-
-
-def oriented_size(path: Path) -> tuple[int, int]:
-    """(width, height) after EXIF orientation, read from the header only."""
-    register_heif()
-    with Image.open(path) as raw:
-        width, height = raw.size
-        orientation = raw.getexif().get(0x0112, 1)
-    # Orientations 5-8 turn the stored pixels by 90 degrees.
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+def open_oriented(path: Path) -> Image.Image:
+    """RGB image as a viewer shows it, at full resolution (a truncated file fails here)."""
+    image, _ = decode_oriented(path)
+    return image
 
 
 def check_size(image: Image.Image, width: int, height: int, path: Path | str) -> None:

@@ -8,14 +8,13 @@ batch finds exactly what one-at-a-time prediction finds (up to float rounding).
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ml.detector import Detection, Detector
@@ -24,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_TRANSPOSED = {5, 6, 7, 8}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -65,58 +63,6 @@ def group_by_shape(
         for members in groups.values()
         for start in range(0, len(members), max_batch)
     ]
-
-
-def open_for_model(
-    data: bytes, input_size: tuple[int, int] | None, draft: bool = True
-) -> tuple[Image.Image, float]:
-    """RGB image turned upright by EXIF, and the factor from its pixels to the full photo's.
-
-    With `draft`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still
-    covers `input_size` (min side, max side): the model would downscale it anyway.
-    """
-    image = Image.open(io.BytesIO(data))
-    width, height = image.size
-    orientation = int(image.getexif().get(0x0112, 1) or 1)
-    full_width = height if orientation in _TRANSPOSED else width
-    if draft and input_size is not None and image.format in ("JPEG", "MPO"):
-        scale = min(input_size[0] / min(width, height), input_size[1] / max(width, height))
-        if scale < 1:
-            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-    image = ImageOps.exif_transpose(image)
-    image = image if image.mode == "RGB" else image.convert("RGB")
-    return image, full_width / image.size[0]
-
-
-def decode_jpeg_on_device(data: bytes, device: torch.device) -> torch.Tensor:
-    """Upright uint8 CHW tensor decoded by nvJPEG on `device` (or libjpeg on the CPU)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    # Pillow reads only the header here; the pixels are decoded by torchvision.
-    with Image.open(io.BytesIO(data)) as header:
-        orientation = int(header.getexif().get(0x0112, 1) or 1)
-    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    tensor = decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
-    return orient_tensor(tensor, orientation)
-
-
-def orient_tensor(tensor: torch.Tensor, orientation: int) -> torch.Tensor:
-    """Apply an EXIF orientation (1-8) to a CHW tensor, as Pillow's exif_transpose does."""
-    if orientation == 2:
-        return tensor.flip(-1)
-    if orientation == 3:
-        return tensor.flip(-1, -2)
-    if orientation == 4:
-        return tensor.flip(-2)
-    if orientation == 5:
-        return tensor.transpose(-1, -2)
-    if orientation == 6:
-        return tensor.transpose(-1, -2).flip(-1)
-    if orientation == 7:
-        return tensor.transpose(-1, -2).flip(-1, -2)
-    if orientation == 8:
-        return tensor.transpose(-1, -2).flip(-2)
-    return tensor
 
 
 class BatchPredictor:

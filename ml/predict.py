@@ -81,8 +81,12 @@ def main(options: PredictOptions) -> dict[str, Any]:
                 batch.append((path, open_oriented(path)))
             except Exception as exc:  # one broken photo must not stop the folder
                 logger.warning("%s cannot be decoded: %s", path, exc)
-                entries.append({"file": path.relative_to(options.inputs).as_posix(),
-                                "error": f"cannot be decoded: {exc}"})
+                entries.append(
+                    {
+                        "file": path.relative_to(options.inputs).as_posix(),
+                        "error": f"cannot be decoded: {exc}",
+                    }
+                )
         results = detector.predict([img for _, img in batch], options.score_threshold)
         for (path, image), found in zip(batch, results, strict=True):
             target = options.out / names[path]
@@ -94,16 +98,22 @@ def main(options: PredictOptions) -> dict[str, Any]:
     info = detector.info
     report = {
         "model": {
-            "name": info.name, "version": info.version, "arch": info.arch,
-            "sha256": detector.weights_sha256, "classes": list(info.class_names),
+            "name": info.name,
+            "version": info.version,
+            "arch": info.arch,
+            "sha256": detector.weights_sha256,
+            "classes": list(info.class_names),
             "score_threshold": (
-                info.score_threshold if options.score_threshold is None
-                else options.score_threshold
+                info.score_threshold if options.score_threshold is None else options.score_threshold
             ),
         },
         "images": entries,
     }
     write_json(report, options.out / DETECTIONS, indent=2)
-    logger.info("%d images, %d detections -> %s", len(entries),
-                sum(len(e.get("detections", [])) for e in entries), options.out / DETECTIONS)
+    logger.info(
+        "%d images, %d detections -> %s",
+        len(entries),
+        sum(len(e.get("detections", [])) for e in entries),
+        options.out / DETECTIONS,
+    )
     return report

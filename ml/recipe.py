@@ -117,8 +117,10 @@ def loader(
 ) -> torch.utils.data.DataLoader:
     """Shuffled aspect-grouped training batches, or this rank's share of evaluation images."""
     common: dict[str, Any] = {
-        "collate_fn": collate, "num_workers": options.workers,
-        "persistent_workers": options.workers > 0, "pin_memory": torch.cuda.is_available(),
+        "collate_fn": collate,
+        "num_workers": options.workers,
+        "persistent_workers": options.workers > 0,
+        "pin_memory": torch.cuda.is_available(),
     }
     if not train:
         # Each rank evaluates every world_size-th image; the results are gathered after.
@@ -146,9 +148,13 @@ def model(options: TrainOptions, class_set: ClassSet, device: torch.device) -> t
         knobs["rpn_pre_nms_top_n_train"] = options.rpn_proposals
         knobs["rpn_post_nms_top_n_train"] = options.rpn_proposals
     model = initial_model(
-        options.model, class_set.num_classes, weights=options.weights,
-        min_size=options.min_size, max_size=options.max_size,
-        trainable_backbone_layers=options.trainable_backbone_layers, **knobs,
+        options.model,
+        class_set.num_classes,
+        weights=options.weights,
+        min_size=options.min_size,
+        max_size=options.max_size,
+        trainable_backbone_layers=options.trainable_backbone_layers,
+        **knobs,
     )
     if options.freeze_bn:
         logger.info("froze %d BatchNorm layers", freeze_batchnorm(model))
@@ -190,7 +196,12 @@ def with_version(options: TrainOptions) -> TrainOptions:
 def model_info(options: TrainOptions, class_set: ClassSet, metrics: dict[str, Any]) -> ModelInfo:
     """The self-description saved with the weights."""
     return ModelInfo(
-        arch=options.model, class_names=class_set.classes, name=options.name,
-        version=options.version or "0", score_threshold=options.score_threshold,
-        min_size=options.min_size, max_size=options.max_size, metrics=metrics,
+        arch=options.model,
+        class_names=class_set.classes,
+        name=options.name,
+        version=options.version or "0",
+        score_threshold=options.score_threshold,
+        min_size=options.min_size,
+        max_size=options.max_size,
+        metrics=metrics,
     )

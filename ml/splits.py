@@ -119,8 +119,11 @@ def write_folds(
 ) -> dict[str, Any]:
     """Write fold_K/{train,val,test}.json and a manifest listing classes missing from a fold."""
     manifest: dict[str, Any] = {
-        "folds": len(folds), "seed": seed, "classes": class_set.name,
-        "source": fingerprint(data), "per_fold": [],
+        "folds": len(folds),
+        "seed": seed,
+        "classes": class_set.name,
+        "source": fingerprint(data),
+        "per_fold": [],
     }
     existing = out_dir / MANIFEST
     if existing.is_file():

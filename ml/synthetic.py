@@ -108,9 +108,7 @@ def make_shapes_dataset(
     annotations: list[dict[str, Any]] = []
     for index in range(spec.images + spec.negatives):
         # Alternate landscape and portrait so batches need aspect-ratio grouping.
-        width, height = (
-            (spec.width, spec.height) if index % 2 == 0 else (spec.height, spec.width)
-        )
+        width, height = (spec.width, spec.height) if index % 2 == 0 else (spec.height, spec.width)
         image = _background(rng, width, height)
         draw = ImageDraw.Draw(image)
         placed: list[tuple[int, int, int, int]] = []
@@ -126,11 +124,17 @@ def make_shapes_dataset(
             shape = rng.choice(SHAPES)
             draw_shape(draw, shape, x, y, side, _colour(rng, _HUES[shape]))
             placed.append((x, y, side, side))
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": index + 1,
-                "category_id": SHAPES.index(shape) + 1, "bbox": [x, y, side, side],
-                "area": float(side * side), "iscrowd": 0, "segmentation": [],
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": SHAPES.index(shape) + 1,
+                    "bbox": [x, y, side, side],
+                    "area": float(side * side),
+                    "iscrowd": 0,
+                    "segmentation": [],
+                }
+            )
         image_name = f"{spec.folder}/{index + 1:05d}{spec.suffix}"
         save_with_orientation(image, out_dir / image_name, spec.orientation)
         images.append({"id": index + 1, "file_name": image_name, "width": width, "height": height})
@@ -138,8 +142,14 @@ def make_shapes_dataset(
         {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)
     ]
     path = out_dir / file_name
-    path.write_text(json.dumps({
-        "info": {"description": f"trashmap synthetic shapes, seed {spec.seed}"},
-        "images": images, "annotations": annotations, "categories": categories,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "info": {"description": f"trashmap synthetic shapes, seed {spec.seed}"},
+                "images": images,
+                "annotations": annotations,
+                "categories": categories,
+            }
+        )
+    )
     return path

@@ -98,20 +98,33 @@ def _samples(
             for box, score, label in zip(det["boxes"], det["scores"], det["labels"], strict=True)
             if score >= threshold
         ][:25]
-        samples.append((
-            record.image_id, dataset.load_image(index), record.boxes.tolist(),
-            [b for b, _ in kept], [c for _, c in kept],
-        ))
+        samples.append(
+            (
+                record.image_id,
+                dataset.load_image(index),
+                record.boxes.tolist(),
+                [b for b, _ in kept],
+                [c for _, c in kept],
+            )
+        )
     return samples
 
 
 def _resume(
-    options: TrainOptions, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    plateau: Any, scaler: torch.amp.GradScaler,
+    options: TrainOptions,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    plateau: Any,
+    scaler: torch.amp.GradScaler,
 ) -> dict[str, Any]:
     """Restore the last epoch's state when --resume finds one; the loop's counters otherwise."""
-    fresh = {"epoch": -1, "best_score": float("-inf"), "best_epoch": -1, "global_step": 0,
-             "best_val": {}}
+    fresh = {
+        "epoch": -1,
+        "best_score": float("-inf"),
+        "best_epoch": -1,
+        "global_step": 0,
+        "best_val": {},
+    }
     path = options.out / LAST
     if not options.resume:
         return fresh
@@ -182,8 +195,15 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
             sampler.set_epoch(epoch)
         reset_peak_memory(device)
         result = train_one_epoch(
-            net, optimizer, loader, device, epoch=epoch, scaler=scaler,
-            accumulate=options.accumulate, warmup=warmup, clip_grad=options.clip_grad,
+            net,
+            optimizer,
+            loader,
+            device,
+            epoch=epoch,
+            scaler=scaler,
+            accumulate=options.accumulate,
+            warmup=warmup,
+            clip_grad=options.clip_grad,
             progress=options.progress and ctx.is_main,
         )
         state["global_step"] += -(-len(loader) // options.accumulate)
@@ -209,23 +229,38 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
             if improved:
                 save_checkpoint(options.out / BEST, model, info, **extra)
             save_checkpoint(
-                options.out / LAST, model, info, **extra, epoch=epoch,
-                optimizer=optimizer.state_dict(), plateau=plateau.state_dict(),
-                scaler=scaler.state_dict(), **{k: v for k, v in state.items() if k != "epoch"},
+                options.out / LAST,
+                model,
+                info,
+                **extra,
+                epoch=epoch,
+                optimizer=optimizer.state_dict(),
+                plateau=plateau.state_dict(),
+                scaler=scaler.state_dict(),
+                **{k: v for k, v in state.items() if k != "epoch"},
             )
-            log.epoch(epoch, {
-                **{f"train/{k}": v for k, v in result.losses.items()},
-                "train/lr": result.lr, "perf/images_per_s": speed,
-                "perf/peak_memory_mib": peak / 2**20, "perf/epoch_seconds": result.seconds,
-                **metric_columns("val", metrics),
-            })
+            log.epoch(
+                epoch,
+                {
+                    **{f"train/{k}": v for k, v in result.losses.items()},
+                    "train/lr": result.lr,
+                    "perf/images_per_s": speed,
+                    "perf/peak_memory_mib": peak / 2**20,
+                    "perf/epoch_seconds": result.seconds,
+                    **metric_columns("val", metrics),
+                },
+            )
             if val_ds is not None and options.val_images:
                 shown = _samples(val_ds, detections, options.val_images, options.score_threshold)
                 log.images(epoch, shown)
             logger.info(
                 "epoch %d/%d: loss %.4f, %.1f images/s, peak memory %.0f MiB, val %s%s",
-                epoch + 1, options.epochs, result.losses.get("loss", float("nan")), speed,
-                peak / 2**20, format_metrics(metrics) if metrics else "-",
+                epoch + 1,
+                options.epochs,
+                result.losses.get("loss", float("nan")),
+                speed,
+                peak / 2**20,
+                format_metrics(metrics) if metrics else "-",
                 " (best so far)" if improved else "",
             )
         distributed.barrier(ctx)
@@ -235,9 +270,14 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
 
 
 def _finish(
-    options: TrainOptions, ctx: distributed.Context, device: torch.device,
-    model: torch.nn.Module, class_set: ClassSet, state: dict[str, Any],
-    speeds: list[float], peak: int,
+    options: TrainOptions,
+    ctx: distributed.Context,
+    device: torch.device,
+    model: torch.nn.Module,
+    class_set: ClassSet,
+    state: dict[str, Any],
+    speeds: list[float],
+    peak: int,
 ) -> TrainResult:
     """Reload the best epoch, score it on the test split if any, and record the outcome."""
     best_path = options.out / BEST
@@ -246,7 +286,9 @@ def _finish(
     test_metrics = None
     if options.test_annotations is not None:
         test_ds = TacoDataset(
-            read_coco(options.test_annotations), options.images, class_set,
+            read_coco(options.test_annotations),
+            options.images,
+            class_set,
             eval_transforms(options.min_size, options.max_size),
         )
         test_metrics, _ = _validate(
@@ -256,8 +298,11 @@ def _finish(
     summary = {
         "best_epoch": best.get("metrics", {}).get("best_epoch", state["best_epoch"]),
         "val": best.get("metrics", {}).get("val", state["best_val"]),
-        "test": test_metrics, "images_per_s": images_per_s, "peak_memory_bytes": peak,
-        "classes": list(class_set.classes), "checkpoint": str(best_path),
+        "test": test_metrics,
+        "images_per_s": images_per_s,
+        "peak_memory_bytes": peak,
+        "classes": list(class_set.classes),
+        "checkpoint": str(best_path),
     }
     if ctx.is_main:
         metrics = {k: summary[k] for k in ("val", "test", "best_epoch")}

@@ -102,7 +102,9 @@ def load_weights_file(model: torch.nn.Module, path: Path) -> list[str]:
     model.load_state_dict(fitting, strict=False)
     logger.info(
         "initialised %d of %d tensors from %s; fresh: %s",
-        matched, len(meaningful), path,
+        matched,
+        len(meaningful),
+        path,
         sorted({k.rsplit(".", 1)[0] for k in untouched if not k.endswith("num_batches_tracked")}),
     )
     return untouched

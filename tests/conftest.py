@@ -17,14 +17,16 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from web import create_app, migrate
-from web.db import make_engine, make_session_factory
-from web.models import ModelVersion
-from web.settings import Settings
+from trashmap import migrate
+from trashmap.db import make_engine, make_session_factory
+from trashmap.models import ModelVersion
+from trashmap.settings import Settings
+from web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("TRASHMAP_SHARED_DATA", ROOT.parent / "shared" / "data"))
-PHOTOS_DIR = SHARED_DATA / "photos"
+# Test data ships in the repository (see tests/data/*/ATTRIBUTION.md): a clone is enough.
+TEST_DATA = ROOT / "tests" / "data"
+PHOTOS_DIR = TEST_DATA / "photos"
 PG_URL = os.environ.get(
     "TRASHMAP_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/trashmap_test"
 )
@@ -63,12 +65,16 @@ def _num(text: str) -> float | None:
 
 
 def manifest() -> list[ManifestRow]:
-    """The rows of ../shared/data/photos/MANIFEST.tsv."""
+    """The rows of tests/data/photos/MANIFEST.tsv."""
     with open(PHOTOS_DIR / "MANIFEST.tsv", newline="") as fh:
         return [
             ManifestRow(
-                r["file"], _num(r["lat"]), _num(r["lon"]), _num(r["altitude_m"]),
-                r["orientation"], r["notes"],
+                r["file"],
+                _num(r["lat"]),
+                _num(r["lon"]),
+                _num(r["altitude_m"]),
+                r["orientation"],
+                r["notes"],
             )
             for r in csv.DictReader(fh, delimiter="\t")
         ]
@@ -179,15 +185,23 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 30) -> None:
 class WorkerProcess:
     """A real `trashmap worker` process, started and stopped by a test."""
 
-    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         env = settings_env(settings)
         env.update(extra_env or {})
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "trashmap", "worker", "--untrained", *args],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
 
     def wait_ready(self, sessions, timeout_s: float = 180) -> None:  # type: ignore[no-untyped-def]
@@ -210,8 +224,9 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="module")
-def pg_worker(pg_settings: Settings, pg_engine: sa.Engine,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def pg_worker(
+    pg_settings: Settings, pg_engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     """One detection worker on PostgreSQL + Redis for a whole test module."""
     redis.Redis.from_url(REDIS_URL).delete(pg_settings.queue_name)
     worker = WorkerProcess(pg_settings, tmp_path_factory.mktemp("worker") / "worker.log")
@@ -224,7 +239,7 @@ def pg_worker(pg_settings: Settings, pg_engine: sa.Engine,
 
 def wait_for_status(sessions, photo_ids: list[int], timeout_s: float = 300) -> dict[int, str]:  # type: ignore[no-untyped-def]
     """Poll the database until every photo is done or failed; returns id -> status."""
-    from web.models import Photo
+    from trashmap.models import Photo
 
     deadline = time.monotonic() + timeout_s
     while True:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tests.conftest import ROOT
 from trashmap.cli import cli
-from web.settings import Settings
+from trashmap.settings import Settings
 
 
 def test_compose_file_names_real_commands() -> None:

@@ -11,9 +11,13 @@ import sqlalchemy as sa
 
 from tests.conftest import PHOTOS_DIR, ROOT, SMALL_DETECTOR_ENV, manifest
 
-DEMO = ["exifr__test_fixtures_issue-exifr-3.jpg", "exifsamples__jpg_orientation_landscape_6.jpg",
-        "exifr__test_fixtures_broken1.jpg", "exifsamples__heic_IMG_5195.HEIC",
-        "goexif-rwcarlsen__exif_corrupt_huge_tag_exif.jpg"]
+DEMO = [
+    "exifr__test_fixtures_issue-exifr-3.jpg",
+    "exifsamples__jpg_orientation_landscape_6.jpg",
+    "exifr__test_fixtures_broken1.jpg",
+    "exifsamples__heic_IMG_5195.HEIC",
+    "goexif-rwcarlsen__exif_corrupt_huge_tag_exif.jpg",
+]
 
 
 def _free_port() -> int:
@@ -31,9 +35,25 @@ def test_trashmap_up_runs_the_demo_on_the_embedded_default(tmp_path) -> None:  #
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TRASHMAP_")}
     env.update(SMALL_DETECTOR_ENV, TRASHMAP_DATA_DIR=str(data_dir))
     result = subprocess.run(
-        [sys.executable, "-m", "trashmap", "up", "--untrained", "--port", str(_free_port()),
-         "--demo", str(photos), "--exit-after-demo", "--demo-timeout", "300"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "trashmap",
+            "up",
+            "--untrained",
+            "--port",
+            str(_free_port()),
+            "--demo",
+            str(photos),
+            "--exit-after-demo",
+            "--demo-timeout",
+            "300",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
@@ -48,9 +68,12 @@ def test_trashmap_up_runs_the_demo_on_the_embedded_default(tmp_path) -> None:  #
     engine = sa.create_engine(f"sqlite:///{data_dir / 'trashmap.db'}")
     with engine.connect() as conn:
         statuses = dict(conn.execute(sa.text("SELECT original_filename, status FROM photos")).all())
-        mismatched = conn.execute(sa.text(
-            "SELECT count(*) FROM detections d JOIN photos p ON p.id = d.photo_id "
-            "WHERE d.lat IS NOT p.lat OR d.lon IS NOT p.lon")).scalar()
+        mismatched = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM detections d JOIN photos p ON p.id = d.photo_id "
+                "WHERE d.lat IS NOT p.lat OR d.lon IS NOT p.lon"
+            )
+        ).scalar()
         detections = conn.execute(sa.text("SELECT count(*) FROM detections")).scalar()
     engine.dispose()
     assert set(statuses.values()) == {"done"} and len(statuses) == 4

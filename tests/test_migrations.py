@@ -11,9 +11,9 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, embedded_settings
-from web import migrate
-from web.models import Base
-from web.settings import Settings
+from trashmap import migrate
+from trashmap.models import Base
+from trashmap.settings import Settings
 
 TABLES = {"photos", "photo_blobs", "detections", "model_versions", "alembic_version"}
 
@@ -48,8 +48,10 @@ def test_postgresql_upgrade_check_and_downgrade() -> None:
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        settings = replace(Settings.from_env(), database_url=url.set(database=name)
-                           .render_as_string(hide_password=False))
+        settings = replace(
+            Settings.from_env(),
+            database_url=url.set(database=name).render_as_string(hide_password=False),
+        )
         _check_round_trip(settings)
     finally:
         with admin.connect() as conn:

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from web.settings import Settings
+from trashmap.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ def register_services(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from web.detections import bp as detections_bp
-    from web.health import bp as health_bp
-    from web.photos import bp as photos_bp
+    from web.api.detections import bp as detections_bp
+    from web.api.photos import bp as photos_bp
+    from web.ops.health import bp as health_bp
 
     app.register_blueprint(photos_bp, url_prefix="/api/v1")
     app.register_blueprint(detections_bp, url_prefix="/api/v1")
@@ -50,14 +50,14 @@ def register_blueprints(app: Flask) -> None:
 
 def register_map_api(app: Flask, settings: Settings) -> None:
     """The map API, its docs and pages, and the rate limits on /api/."""
-    from web.exports import bp as exports_bp
-    from web.grid import bp as grid_bp
-    from web.openapi import bp as openapi_bp
+    from web.api.exports import bp as exports_bp
+    from web.api.grid import bp as grid_bp
+    from web.api.openapi import bp as openapi_bp
+    from web.api.photo_image import bp as photo_image_bp
+    from web.api.stats import bp as stats_bp
+    from web.api.tiles import bp as tiles_bp
     from web.pages import bp as pages_bp
-    from web.photo_image import bp as photo_image_bp
     from web.ratelimit import register_ratelimits
-    from web.stats import bp as stats_bp
-    from web.tiles import bp as tiles_bp
 
     for blueprint in (photo_image_bp, stats_bp, grid_bp, tiles_bp, exports_bp):
         app.register_blueprint(blueprint, url_prefix="/api/v1")
@@ -68,8 +68,8 @@ def register_map_api(app: Flask, settings: Settings) -> None:
 
 def register_operations(app: Flask) -> None:
     """GET /metrics (Prometheus) and GET /readyz (readiness probe)."""
-    from web.metrics import register_metrics
-    from web.readiness import bp as readiness_bp
+    from web.ops.metrics import register_metrics
+    from web.ops.readiness import bp as readiness_bp
 
     register_metrics(app)
     app.register_blueprint(readiness_bp)

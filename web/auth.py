@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
-from web.apikeys import verify_token
+from trashmap.apikeys import verify_token
+from trashmap.db import session_scope
+from trashmap.models import ApiKey
 from web.context import services
-from web.db import session_scope
 from web.errors import ApiError
-from web.models import ApiKey
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNSET = object()
@@ -51,8 +51,10 @@ def require_scope(scope: str) -> Callable[[F], F]:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             key = current_api_key()
             if key is None:
-                message = ("this endpoint needs an API key: send 'Authorization: Bearer <key>'"
-                           " or 'X-API-Key: <key>' (made with `trashmap keys create`)")
+                message = (
+                    "this endpoint needs an API key: send 'Authorization: Bearer <key>'"
+                    " or 'X-API-Key: <key>' (made with `trashmap keys create`)"
+                )
                 code = "api_key_required"
                 if presented_token():
                     code, message = "invalid_api_key", "the API key is unknown or revoked"

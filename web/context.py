@@ -9,9 +9,9 @@ from flask import current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from web.db import make_engine, make_session_factory
-from web.queue import DetectionQueue
-from web.settings import Settings
+from trashmap.db import make_engine, make_session_factory
+from trashmap.queue import DetectionQueue
+from trashmap.settings import Settings
 
 
 @dataclass

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from web.imaging import ImageError, NotAnImage, UnsupportedFormat
+from trashmap.imaging import ImageError, NotAnImage, UnsupportedFormat
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, url_for
 
-from web.taxonomy import supercategories
+from trashmap.taxonomy import supercategories
 
 bp = Blueprint("pages", __name__)
 

@@ -11,8 +11,8 @@ import logging
 from flask import Flask, request
 from flask_limiter import Limiter
 
+from trashmap.settings import Settings
 from web.auth import current_api_key
-from web.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -61,5 +61,6 @@ def register_ratelimits(app: Flask, settings: Settings) -> Limiter:
     app.extensions["trashmap_limiter"] = limiter
     if UPLOAD_ENDPOINT in app.view_functions:
         app.view_functions[UPLOAD_ENDPOINT] = limiter.limit(settings.rate_limit_upload)(
-            app.view_functions[UPLOAD_ENDPOINT])
+            app.view_functions[UPLOAD_ENDPOINT]
+        )
     return limiter

@@ -7,8 +7,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from trashmap.settings import Settings
 from web import create_app
-from web.settings import Settings
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]

@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 class Predictor(Protocol):
     def predict(
-        self, images: list[Image.Image | torch.Tensor], score_threshold: float | None,
+        self,
+        images: list[Image.Image | torch.Tensor],
+        score_threshold: float | None,
         max_detections: int | None,
     ) -> list[list[Found]]: ...
 
@@ -113,8 +115,10 @@ class Batcher:
             while len(batch) < self.max_size:
                 remaining = deadline - time.monotonic()
                 try:
-                    job = self._queue.get(timeout=remaining) if remaining > 0 else (
-                        self._queue.get_nowait()
+                    job = (
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else (self._queue.get_nowait())
                     )
                 except queue.Empty:
                     break
@@ -160,7 +164,10 @@ class Batcher:
             metrics.BATCH_SECONDS.observe(seconds)
             logger.info(
                 "batch of %d photos (%s) on %s: %.0f ms",
-                len(jobs), ", ".join(str(j.photo_id) for j in jobs), model.label, seconds * 1000,
+                len(jobs),
+                ", ".join(str(j.photo_id) for j in jobs),
+                model.label,
+                seconds * 1000,
             )
             for job, detections in zip(jobs, found, strict=True):
                 job.future.set_result(Inference(model.version_id, detections, seconds, len(jobs)))

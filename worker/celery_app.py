@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from web.queue import celery_config
-from web.settings import Settings
+from trashmap.queue import celery_config
+from trashmap.settings import Settings
 
 
 def create_celery(settings: Settings) -> Celery:

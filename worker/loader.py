@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from web.db import session_scope
-from web.models import ModelVersion
-from web.settings import Settings
+from trashmap.db import session_scope
+from trashmap.models import ModelVersion
+from trashmap.settings import Settings
 from worker import metrics
 from worker.batching import Model
 from worker.versions import VersionError, VersionRef, activate, active_version, ref_of
@@ -39,8 +39,13 @@ class ModelLoader:
     """Loads and caches this process's detectors; `resolve()` is called between batches."""
 
     def __init__(
-        self, settings: Settings, sessions: sessionmaker[Session], *, untrained: bool,
-        pinned: bool, cache_size: int = 2,
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        *,
+        untrained: bool,
+        pinned: bool,
+        cache_size: int = 2,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -107,8 +112,9 @@ class ModelLoader:
             model = self._cache.get(active.id) or self._load(active)
         except Exception:
             # Keep serving with the current model; the next check tries again.
-            logger.exception("cannot load newly active version %s; keeping the current one",
-                             active.label)
+            logger.exception(
+                "cannot load newly active version %s; keeping the current one", active.label
+            )
             return
         logger.info("switching to newly active model version %s (%s)", active.id, active.label)
         metrics.MODEL_SWITCHES.inc()
@@ -126,8 +132,10 @@ class ModelLoader:
         if ref.checkpoint is None:
             raise VersionError(f"model version {ref.label} has no checkpoint file on record")
         detector = Detector.from_checkpoint(
-            ref.checkpoint, self.settings.device,
-            min_size=self.settings.min_size, max_size=self.settings.max_size,
+            ref.checkpoint,
+            self.settings.device,
+            min_size=self.settings.min_size,
+            max_size=self.settings.max_size,
         )
         if ref.weights_sha256 and detector.weights_sha256 != ref.weights_sha256:
             raise VersionError(
@@ -141,9 +149,11 @@ class ModelLoader:
 
         s = self.settings
         detector = Detector.untrained(
-            [f"class_{i}" for i in range(1, s.untrained_classes + 1)], s.untrained_arch,
+            [f"class_{i}" for i in range(1, s.untrained_classes + 1)],
+            s.untrained_arch,
             s.device if s.device != "auto" else "cpu",
-            min_size=s.min_size or 800, max_size=s.max_size or 1333,
+            min_size=s.min_size or 800,
+            max_size=s.max_size or 1333,
         )
         logger.warning(
             "RUNNING AN UNTRAINED DETECTOR (%s): its detections are random and mean nothing",
@@ -156,7 +166,9 @@ class ModelLoader:
         from ml.inference import BatchPredictor
 
         predictor = BatchPredictor(
-            detector, max_batch=self.settings.batch_size, precision=self.settings.precision,
+            detector,
+            max_batch=self.settings.batch_size,
+            precision=self.settings.precision,
             compile_model=self.settings.compile_model,
         )
         self.device = str(detector.device)
@@ -164,8 +176,13 @@ class ModelLoader:
         self._cache[version_id] = model
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        logger.info("loaded model version %s (%s) on %s, %s", version_id, label, detector.device,
-                    predictor.precision)
+        logger.info(
+            "loaded model version %s (%s) on %s, %s",
+            version_id,
+            label,
+            detector.device,
+            predictor.precision,
+        )
         return model
 
 
@@ -180,8 +197,11 @@ def register_untrained(sessions: sessionmaker[Session], detector: Detector) -> i
         )
         if row is None:
             row = ModelVersion(
-                name=info.name, version=info.version, arch=info.arch,
-                weights_sha256=detector.weights_sha256, class_names=list(info.class_names),
+                name=info.name,
+                version=info.version,
+                arch=info.arch,
+                weights_sha256=detector.weights_sha256,
+                class_names=list(info.class_names),
                 metrics=info.metrics or None,
             )
             session.add(row)

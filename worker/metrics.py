@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 PHOTOS = Counter(
-    "trashmap_worker_photos", "Photos a worker finished, by outcome (done, failed, missing)",
+    "trashmap_worker_photos",
+    "Photos a worker finished, by outcome (done, failed, missing)",
     ["outcome"],
 )
 FAILURES = Counter(
@@ -38,13 +39,15 @@ BATCH_SECONDS = Histogram(
     "trashmap_worker_batch_seconds", "Model time per micro-batch", buckets=_STAGE_BUCKETS
 )
 MODEL = Gauge(
-    "trashmap_worker_model_info", "1 for the model version this worker runs now",
+    "trashmap_worker_model_info",
+    "1 for the model version this worker runs now",
     ["model_version_id", "label"],
 )
 MODEL_SWITCHES = Counter("trashmap_worker_model_switches", "Times a worker loaded another version")
 GPU_MEMORY = Gauge(
-    "trashmap_worker_gpu_memory_bytes", "GPU memory of the worker's device (allocated, "
-    "reserved, peak)", ["device", "kind"],
+    "trashmap_worker_gpu_memory_bytes",
+    "GPU memory of the worker's device (allocated, reserved, peak)",
+    ["device", "kind"],
 )
 REQUEUED = Counter("trashmap_reconciler_requeued", "Photos the reconciler queued again")
 

@@ -11,11 +11,11 @@ from PIL import Image
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from web import rollup
-from web.db import session_scope
-from web.imaging import ImageError
-from web.models import Detection, Photo, PhotoStatus, utcnow
-from web.storage import PhotoBytesMissing, get_photo_bytes
+from trashmap import rollup
+from trashmap.db import session_scope
+from trashmap.imaging import ImageError
+from trashmap.models import Detection, Photo, PhotoStatus, utcnow
+from trashmap.storage import PhotoBytesMissing, get_photo_bytes
 from worker import metrics
 from worker.batching import Inference
 
@@ -178,17 +178,25 @@ def detect_photo(
     write_detections(sessions, photo_id, result.model_version_id, boxes)
     rollup.fold_quietly(sessions)
     t4 = time.perf_counter()
-    for stage, seconds in (("load", t1 - t0), ("decode", t2 - t1),
-                           ("wait", max(0.0, t3 - t2 - result.batch_seconds)),
-                           ("inference", result.batch_seconds), ("write", t4 - t3)):
+    for stage, seconds in (
+        ("load", t1 - t0),
+        ("decode", t2 - t1),
+        ("wait", max(0.0, t3 - t2 - result.batch_seconds)),
+        ("inference", result.batch_seconds),
+        ("write", t4 - t3),
+    ):
         metrics.observe_stage(stage, seconds)
     metrics.PHOTOS.labels("done").inc()
     metrics.DETECTIONS.inc(len(boxes))
     logger.info(
-        "photo %s: %d detections (version %s, decode %.0f ms, batch of %d %.0f ms, "
-        "write %.0f ms)",
-        photo_id, len(boxes), result.model_version_id, (t2 - t1) * 1000, result.batch_size,
-        result.batch_seconds * 1000, (t4 - t3) * 1000,
+        "photo %s: %d detections (version %s, decode %.0f ms, batch of %d %.0f ms, write %.0f ms)",
+        photo_id,
+        len(boxes),
+        result.model_version_id,
+        (t2 - t1) * 1000,
+        result.batch_size,
+        result.batch_seconds * 1000,
+        (t4 - t3) * 1000,
     )
     return Outcome(photo_id, "done", detections=len(boxes))
 

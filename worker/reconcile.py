@@ -16,12 +16,12 @@ from datetime import timedelta
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from web import rollup
-from web.db import make_engine, make_session_factory, session_scope
-from web.models import Photo, PhotoStatus, utcnow
-from web.settings import Settings
+from trashmap import rollup
+from trashmap.db import make_engine, make_session_factory, session_scope
+from trashmap.models import Photo, PhotoStatus, utcnow
+from trashmap.queue import DetectionQueue
+from trashmap.settings import Settings
 from worker import metrics
-from worker.requeue import Producer
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +51,22 @@ def claim_stuck(
     now = utcnow()
     query = (
         select(Photo.id)
-        .where(or_(
-            (Photo.status == PhotoStatus.queued.value)
-            & (Photo.updated_at <= now - timedelta(seconds=queued_after_s)),
-            (Photo.status == PhotoStatus.processing.value)
-            & (Photo.updated_at <= now - timedelta(seconds=processing_after_s)),
-        ))
+        .where(
+            or_(
+                (Photo.status == PhotoStatus.queued.value)
+                & (Photo.updated_at <= now - timedelta(seconds=queued_after_s)),
+                (Photo.status == PhotoStatus.processing.value)
+                & (Photo.updated_at <= now - timedelta(seconds=processing_after_s)),
+            )
+        )
         .order_by(Photo.updated_at)
         .limit(limit)
     )
     ids = list(session.scalars(query))
     if ids:
         session.execute(
-            update(Photo).where(Photo.id.in_(ids))
+            update(Photo)
+            .where(Photo.id.in_(ids))
             .values(status=PhotoStatus.queued.value, updated_at=now)
         )
     return ids
@@ -71,7 +74,7 @@ def claim_stuck(
 
 def reconcile(
     sessions: sessionmaker[Session],
-    producer: Producer,
+    producer: DetectionQueue,
     queued_after_s: float,
     processing_after_s: float,
     limit: int = 1000,
@@ -106,7 +109,7 @@ class PeriodicReconciler(threading.Thread):
     def run(self) -> None:
         engine = make_engine(self.settings)
         sessions = make_session_factory(engine)
-        producer = Producer(self.settings)
+        producer = DetectionQueue(self.settings)
         after = self.settings.reconcile_after_s
         try:
             while not self.stopped.wait(self.settings.reconcile_interval_s):
@@ -129,8 +132,11 @@ def start_periodic(settings: Settings) -> None:
     if settings.reconcile_interval_s and _periodic is None:
         _periodic = PeriodicReconciler(settings)
         _periodic.start()
-        logger.info("reconcile: every %s s, photos queued for over %s s",
-                    settings.reconcile_interval_s, settings.reconcile_after_s)
+        logger.info(
+            "reconcile: every %s s, photos queued for over %s s",
+            settings.reconcile_interval_s,
+            settings.reconcile_after_s,
+        )
 
 
 def stop_periodic() -> None:

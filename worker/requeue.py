@@ -6,35 +6,16 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
-from celery import Celery
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from web.db import session_scope
-from web.models import Photo, PhotoStatus, utcnow
-from web.queue import DETECT_TASK, celery_config
-from web.settings import Settings
+from trashmap.db import session_scope
+from trashmap.models import Photo, PhotoStatus, utcnow
+from trashmap.queue import DetectionQueue
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 500
-
-
-class Producer:
-    """Sends detection tasks by name, optionally for a given model version."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.celery = Celery("trashmap-requeue", set_as_current=False)
-        self.celery.conf.update(celery_config(settings))
-
-    def send(self, photo_id: int, model_version_id: int | None = None) -> None:
-        args: list[int] = [photo_id] if model_version_id is None else [photo_id, model_version_id]
-        self.celery.send_task(DETECT_TASK, args=args, queue=self.settings.queue_name,
-                              retry=True, retry_policy={"max_retries": 3})
-
-    def close(self) -> None:
-        self.celery.close()
 
 
 def photo_query(
@@ -60,7 +41,7 @@ def photo_query(
 
 def requeue(
     sessions: sessionmaker[Session],
-    producer: Producer,
+    producer: DetectionQueue,
     photo_ids: Iterable[int],
     model_version_id: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -73,10 +54,12 @@ def requeue(
     for chunk in _chunks(photo_ids, CHUNK):
         with session_scope(sessions) as session:
             session.execute(
-                update(Photo).where(Photo.id.in_(chunk))
+                update(Photo)
+                .where(Photo.id.in_(chunk))
                 # An operator's explicit request starts the crash count afresh.
-                .values(status=PhotoStatus.queued.value, error=None, attempts=0,
-                        updated_at=utcnow())
+                .values(
+                    status=PhotoStatus.queued.value, error=None, attempts=0, updated_at=utcnow()
+                )
             )
         for photo_id in chunk:
             try:

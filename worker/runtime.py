@@ -12,9 +12,9 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from web.db import make_engine, make_session_factory
-from web.imaging import decode_oriented
-from web.settings import Settings
+from trashmap.db import make_engine, make_session_factory
+from trashmap.imaging import decode_oriented
+from trashmap.settings import Settings
 from worker import metrics
 from worker.batching import Batcher, Inference
 from worker.loader import ModelLoader
@@ -43,15 +43,6 @@ class Runtime:
 
     def decode(self, data: bytes) -> tuple[Image.Image | torch.Tensor, float]:
         """Upright image at the smallest size the model can use, and the factor back."""
-        if self.settings.gpu_decode and self.loader.device.startswith("cuda") and (
-            data[:2] == b"\xff\xd8"
-        ):
-            from ml.inference import decode_jpeg_on_device
-
-            try:
-                return decode_jpeg_on_device(data, _torch_device(self.loader.device)), 1.0
-            except RuntimeError as exc:  # nvJPEG refuses some files Pillow reads
-                logger.debug("GPU decode failed (%s); decoding with Pillow", exc)
         target = self.loader.input_size if self.settings.draft_decode else None
         return decode_oriented(data, target=target)
 
@@ -68,12 +59,6 @@ class Runtime:
             ) from None
 
 
-def _torch_device(name: str) -> Any:
-    import torch
-
-    return torch.device(name)
-
-
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
 
@@ -84,12 +69,21 @@ def build_runtime(settings: Settings, *, untrained: bool, pinned: bool) -> Runti
     loader = ModelLoader(settings, sessions, untrained=untrained, pinned=pinned)
     model = loader.start()
     batcher = Batcher(
-        loader.resolve, settings.batch_size, settings.batch_wait_ms / 1000,
-        settings.score_threshold, settings.max_detections,
+        loader.resolve,
+        settings.batch_size,
+        settings.batch_wait_ms / 1000,
+        settings.score_threshold,
+        settings.max_detections,
         after_batch=lambda: _gpu_memory(loader),
     )
-    logger.info("worker pid %s ready: model %s (version %s) on %s, batches of up to %d",
-                os.getpid(), model.label, model.version_id, loader.device, settings.batch_size)
+    logger.info(
+        "worker pid %s ready: model %s (version %s) on %s, batches of up to %d",
+        os.getpid(),
+        model.label,
+        model.version_id,
+        loader.device,
+        settings.batch_size,
+    )
     return Runtime(settings, sessions, loader, batcher)
 
 

@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from web.queue import DETECT_TASK
+from trashmap.queue import DETECT_TASK
 from worker import pipeline
 from worker.runtime import InferenceTimeoutError, Runtime, get_runtime
 
@@ -34,7 +34,11 @@ def detect_photo(self, photo_id: int, model_version_id: int | None = None) -> st
     runtime = get_runtime()
     try:
         outcome = pipeline.detect_photo(
-            runtime.sessions, runtime.decode, runtime.infer, photo_id, model_version_id,
+            runtime.sessions,
+            runtime.decode,
+            runtime.infer,
+            photo_id,
+            model_version_id,
             max_attempts=runtime.settings.max_attempts,
         )
     except TRANSIENT:

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from web.models import Detection, ModelVersion
-from web.settings import Settings
+from trashmap.models import Detection, ModelVersion
+from trashmap.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def any_active(settings: Settings) -> bool:
     """True when the database names an active model version (a worker's start-up check)."""
     from sqlalchemy.exc import DBAPIError
 
-    from web.db import make_engine, make_session_factory
+    from trashmap.db import make_engine, make_session_factory
 
     engine = make_engine(settings)
     try:

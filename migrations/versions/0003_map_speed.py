@@ -15,7 +15,7 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# web/rollup.py reads the rollup with these same constants; changing them means a new
+# web/query/rollup.py reads the rollup with these same constants; changing them means a new
 # migration that redefines the functions and rebuilds the tables.
 MAX_LEVEL = 10
 SCORE_THRESHOLDS = "ARRAY[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9]::float8[]"
@@ -46,14 +46,23 @@ def cell_counts_of(source: str, sign: int) -> str:
 
 TRIGGERS = {
     # name: (event, REFERENCING clause, body)
-    "insert": ("INSERT", "NEW TABLE AS new_rows",
-               f"INSERT INTO grid_count_deltas ({KEY}, n) {cell_counts_of('new_rows', 1)};"),
-    "delete": ("DELETE", "OLD TABLE AS old_rows",
-               f"INSERT INTO grid_count_deltas ({KEY}, n) {cell_counts_of('old_rows', -1)};"),
-    "update": ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-               f"INSERT INTO grid_count_deltas ({KEY}, n) SELECT {KEY}, sum(n) FROM ("
-               f"{cell_counts_of('old_rows', -1)} UNION ALL {cell_counts_of('new_rows', 1)}"
-               f") AS changes ({KEY}, n) GROUP BY {KEY} HAVING sum(n) <> 0;"),
+    "insert": (
+        "INSERT",
+        "NEW TABLE AS new_rows",
+        f"INSERT INTO grid_count_deltas ({KEY}, n) {cell_counts_of('new_rows', 1)};",
+    ),
+    "delete": (
+        "DELETE",
+        "OLD TABLE AS old_rows",
+        f"INSERT INTO grid_count_deltas ({KEY}, n) {cell_counts_of('old_rows', -1)};",
+    ),
+    "update": (
+        "UPDATE",
+        "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        f"INSERT INTO grid_count_deltas ({KEY}, n) SELECT {KEY}, sum(n) FROM ("
+        f"{cell_counts_of('old_rows', -1)} UNION ALL {cell_counts_of('new_rows', 1)}"
+        f") AS changes ({KEY}, n) GROUP BY {KEY} HAVING sum(n) <> 0;",
+    ),
 }
 
 FOLD = f"""
@@ -83,30 +92,40 @@ def upgrade() -> None:
         return
     # A plain point beside the PostGIS one: SP-GiST on points can answer bbox filters from
     # the index alone (with the id), which the GiST geometry index cannot.
-    op.execute("ALTER TABLE detections ADD COLUMN pt point "
-               "GENERATED ALWAYS AS (point(lon, lat)) STORED")
+    op.execute(
+        "ALTER TABLE detections ADD COLUMN pt point GENERATED ALWAYS AS (point(lon, lat)) STORED"
+    )
     op.execute("CREATE INDEX ix_detections_pt ON detections USING spgist (pt) INCLUDE (id)")
 
     # Writers only append to grid_count_deltas (no locks shared between workers); a fold
     # moves the deltas into grid_counts; readers add both, so counts are always exact.
     # No CHECK (n >= 0): PostgreSQL checks an upsert's proposed row, a negative delta,
     # before it finds the conflict that turns it into an update.
-    op.execute(f"CREATE TABLE grid_counts ({COLUMNS}, CONSTRAINT pk_grid_counts "
-               f"PRIMARY KEY ({KEY}))")
+    op.execute(
+        f"CREATE TABLE grid_counts ({COLUMNS}, CONSTRAINT pk_grid_counts PRIMARY KEY ({KEY}))"
+    )
     op.execute("CREATE INDEX ix_grid_counts_empty ON grid_counts (level) WHERE n = 0")
     op.execute(f"CREATE TABLE grid_count_deltas ({COLUMNS})")
     op.execute("CREATE INDEX ix_grid_count_deltas_level ON grid_count_deltas (level)")
     for name, (event, referencing, body) in TRIGGERS.items():
-        op.execute(f"CREATE FUNCTION trashmap_grid_counts_{name}() RETURNS trigger "
-                   f"LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$")
-        op.execute(f"CREATE TRIGGER grid_counts_{name} AFTER {event} ON detections "
-                   f"REFERENCING {referencing} FOR EACH STATEMENT "
-                   f"EXECUTE FUNCTION trashmap_grid_counts_{name}()")
-    op.execute("CREATE FUNCTION trashmap_grid_counts_truncate() RETURNS trigger "
-               "LANGUAGE plpgsql AS $$ BEGIN TRUNCATE grid_counts, grid_count_deltas; "
-               "RETURN NULL; END $$")
-    op.execute("CREATE TRIGGER grid_counts_truncate AFTER TRUNCATE ON detections "
-               "FOR EACH STATEMENT EXECUTE FUNCTION trashmap_grid_counts_truncate()")
+        op.execute(
+            f"CREATE FUNCTION trashmap_grid_counts_{name}() RETURNS trigger "
+            f"LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$"
+        )
+        op.execute(
+            f"CREATE TRIGGER grid_counts_{name} AFTER {event} ON detections "
+            f"REFERENCING {referencing} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION trashmap_grid_counts_{name}()"
+        )
+    op.execute(
+        "CREATE FUNCTION trashmap_grid_counts_truncate() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN TRUNCATE grid_counts, grid_count_deltas; "
+        "RETURN NULL; END $$"
+    )
+    op.execute(
+        "CREATE TRIGGER grid_counts_truncate AFTER TRUNCATE ON detections "
+        "FOR EACH STATEMENT EXECUTE FUNCTION trashmap_grid_counts_truncate()"
+    )
     op.execute(FOLD)
     op.execute(f"INSERT INTO grid_count_deltas ({KEY}, n) {cell_counts_of('detections', 1)}")
     op.execute("SELECT trashmap_fold_grid_counts()")

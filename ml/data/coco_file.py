@@ -57,7 +57,10 @@ def repair_ids(data: CocoDict, source: str = "annotations") -> CocoDict:
         if ann["id"] in seen:
             logger.warning(
                 "%s: annotation id %s is used twice; the one on image %s becomes id %s",
-                source, ann["id"], ann["image_id"], next_id,
+                source,
+                ann["id"],
+                ann["image_id"],
+                next_id,
             )
             ann = {**ann, "id": next_id}
             next_id += 1

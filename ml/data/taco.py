@@ -126,14 +126,25 @@ class TacoDataset(torch.utils.data.Dataset):
                 continue
             self.records.append(
                 ImageRecord(
-                    image_id, info["file_name"], info["width"], info["height"],
-                    boxes, labels, areas, crowd,
+                    image_id,
+                    info["file_name"],
+                    info["width"],
+                    info["height"],
+                    boxes,
+                    labels,
+                    areas,
+                    crowd,
                 )
             )
         logger.info(
             "%s: %d images, %d boxes kept, %d clipped, %d degenerate, %d outside class set %s",
-            self.source, len(self.records), self.report.kept, self.report.clipped,
-            self.report.degenerate, self.report.not_in_class_set, class_set.name,
+            self.source,
+            len(self.records),
+            self.report.kept,
+            self.report.clipped,
+            self.report.degenerate,
+            self.report.not_in_class_set,
+            class_set.name,
         )
 
     def __len__(self) -> int:
@@ -190,20 +201,28 @@ class TacoDataset(torch.utils.data.Dataset):
         """These images and boxes as COCO in class-set labels, for COCOeval."""
         images, annotations = [], []
         for r in self.records:
-            images.append({"id": r.image_id, "width": r.width, "height": r.height,
-                           "file_name": r.file_name})
+            images.append(
+                {"id": r.image_id, "width": r.width, "height": r.height, "file_name": r.file_name}
+            )
             for box, label, area, crowd in zip(
-                r.boxes.tolist(), r.labels.tolist(), r.areas.tolist(), r.iscrowd.tolist(),
+                r.boxes.tolist(),
+                r.labels.tolist(),
+                r.areas.tolist(),
+                r.iscrowd.tolist(),
                 strict=True,
             ):
                 x1, y1, x2, y2 = box
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": r.image_id, "category_id": label,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": area, "iscrowd": crowd,
-                })
-        categories = [
-            {"id": i + 1, "name": name} for i, name in enumerate(self.class_set.classes)
-        ]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": r.image_id,
+                        "category_id": label,
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": area,
+                        "iscrowd": crowd,
+                    }
+                )
+        categories = [{"id": i + 1, "name": name} for i, name in enumerate(self.class_set.classes)]
         return {"images": images, "annotations": annotations, "categories": categories}
 
 

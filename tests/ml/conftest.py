@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,9 @@ import torch
 from ml.synthetic import ShapesSpec, make_shapes_dataset
 from ml.train import TrainOptions, TrainResult
 from ml.train import main as train_main
+from tests.conftest import TEST_DATA
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("TRASHMAP_SHARED_DATA", ROOT.parent / "shared" / "data"))
-TACO_ANNOTATIONS = SHARED_DATA / "taco" / "annotations.json"
-PHOTOS = SHARED_DATA / "photos"
+TACO_ANNOTATIONS = TEST_DATA / "taco" / "annotations.json"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,9 +23,7 @@ def _cpu_threads() -> None:
 
 @pytest.fixture(scope="session")
 def taco_annotations() -> Path:
-    """The official TACO annotation file (read-only)."""
-    if not TACO_ANNOTATIONS.is_file():
-        pytest.skip(reason=f"the official TACO annotations are not at {TACO_ANNOTATIONS}")
+    """The official TACO annotation file (read-only, committed under tests/data/taco)."""
     return TACO_ANNOTATIONS
 
 
@@ -86,9 +81,18 @@ def trained(
     seeds 0-3 then reached test mAP50 0.77-0.84 (0.39-0.70 without it).
     """
     options = TrainOptions(
-        annotations=shape_splits["train"], images=shape_splits["train"].parent,
-        test_annotations=shape_splits["test"], out=tmp_path_factory.mktemp("run"),
-        classes="litter", epochs=12, batch_size=4, val_fraction=0.2, val_images=2, seed=0,
-        lr_patience=1, lr_factor=0.3, **SMALL,
+        annotations=shape_splits["train"],
+        images=shape_splits["train"].parent,
+        test_annotations=shape_splits["test"],
+        out=tmp_path_factory.mktemp("run"),
+        classes="litter",
+        epochs=12,
+        batch_size=4,
+        val_fraction=0.2,
+        val_images=2,
+        seed=0,
+        lr_patience=1,
+        lr_factor=0.3,
+        **SMALL,
     )
     return options, train_main(options)

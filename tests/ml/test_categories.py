@@ -10,10 +10,21 @@ import pytest
 from ml.categories import ClassSet, ClassSetError, builtin_class_sets, load_class_set
 
 TUTORIAL_15 = [
-    "Plastic film", "Unlabeled litter", "Cigarette", "Clear plastic bottle",
-    "Plastic bottle cap", "Other plastic wrapper", "Other plastic", "Drink can",
-    "Plastic straw", "Disposable plastic cup", "Other carton", "Styrofoam piece",
-    "Glass bottle", "Pop tab", "Plastic lid",
+    "Plastic film",
+    "Unlabeled litter",
+    "Cigarette",
+    "Clear plastic bottle",
+    "Plastic bottle cap",
+    "Other plastic wrapper",
+    "Other plastic",
+    "Drink can",
+    "Plastic straw",
+    "Disposable plastic cup",
+    "Other carton",
+    "Styrofoam piece",
+    "Glass bottle",
+    "Pop tab",
+    "Plastic lid",
 ]
 
 

@@ -9,13 +9,24 @@ from ml.coco_eval import coco_metrics
 GROUND_TRUTH = {
     "images": [{"id": 1, "width": 200, "height": 200}, {"id": 2, "width": 200, "height": 200}],
     "annotations": [
-        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "area": 2500,
-         "iscrowd": 0},
-        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [100, 100, 60, 40], "area": 2400,
-         "iscrowd": 0},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [10, 10, 50, 50],
+            "area": 2500,
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 2,
+            "category_id": 2,
+            "bbox": [100, 100, 60, 40],
+            "area": 2400,
+            "iscrowd": 0,
+        },
     ],
-    "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "bottle"},
-                   {"id": 3, "name": "lid"}],
+    "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "bottle"}, {"id": 3, "name": "lid"}],
 }
 NAMES = ["can", "bottle", "lid"]
 
@@ -30,8 +41,11 @@ def test_perfect_detections_score_one() -> None:
     for key in ("map", "map50", "map75", "map_medium"):
         assert metrics[key] == pytest.approx(1.0)
     assert metrics["map_small"] is None and metrics["map_large"] is None  # no such boxes
-    assert metrics["per_class"] == {"can": pytest.approx(1.0), "bottle": pytest.approx(1.0),
-                                    "lid": None}
+    assert metrics["per_class"] == {
+        "can": pytest.approx(1.0),
+        "bottle": pytest.approx(1.0),
+        "lid": None,
+    }
 
 
 def test_wrong_class_or_place_scores_zero_and_half_overlap_counts_at_50_only() -> None:

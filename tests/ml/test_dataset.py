@@ -37,15 +37,28 @@ def test_every_annotation_of_a_multi_object_image_reaches_the_target(tmp_path: P
     image = Image.new("RGB", (200, 150))
     draw = ImageDraw.Draw(image)
     boxes = [
-        (5, 5, 30, 40), (50, 10, 20, 20), (90, 60, 45, 30), (150, 100, 40, 45), (10, 100, 30, 30)
+        (5, 5, 30, 40),
+        (50, 10, 20, 20),
+        (90, 60, 45, 30),
+        (150, 100, 40, 45),
+        (10, 100, 30, 30),
     ]
     for x, y, w, h in boxes:
         draw.rectangle([x, y, x + w - 1, y + h - 1], fill=(255, 255, 255))
     image.save(tmp_path / "multi.png")
     data = _coco(
         [{"id": 1, "file_name": "multi.png", "width": 200, "height": 150}],
-        [{"id": i + 1, "image_id": 1, "category_id": i % 3 + 1, "bbox": list(b),
-          "area": b[2] * b[3], "iscrowd": 0} for i, b in enumerate(boxes)],
+        [
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": i % 3 + 1,
+                "bbox": list(b),
+                "area": b[2] * b[3],
+                "iscrowd": 0,
+            }
+            for i, b in enumerate(boxes)
+        ],
         ["a", "b", "c"],
     )
     dataset = TacoDataset(data, tmp_path, load_class_set("all", data["categories"]))
@@ -80,12 +93,16 @@ def test_clipping_degenerate_boxes_and_negatives(tmp_path: Path) -> None:
     Image.new("RGB", (100, 80)).save(tmp_path / "a.png")
     Image.new("RGB", (100, 80)).save(tmp_path / "b.png")
     data = _coco(
-        [{"id": 1, "file_name": "a.png", "width": 100, "height": 80},
-         {"id": 2, "file_name": "b.png", "width": 100, "height": 80}],
-        [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [-1.5, -0.5, 20, 10]},
-         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [90, 70, 30, 30]},  # duplicate id
-         {"id": 3, "image_id": 1, "category_id": 1, "bbox": [10, 10, 0, 5]},  # no width
-         {"id": 4, "image_id": 1, "category_id": 1, "bbox": [120, 10, 5, 5]}],  # outside
+        [
+            {"id": 1, "file_name": "a.png", "width": 100, "height": 80},
+            {"id": 2, "file_name": "b.png", "width": 100, "height": 80},
+        ],
+        [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [-1.5, -0.5, 20, 10]},
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [90, 70, 30, 30]},  # duplicate id
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [10, 10, 0, 5]},  # no width
+            {"id": 4, "image_id": 1, "category_id": 1, "bbox": [120, 10, 5, 5]},
+        ],  # outside
         ["a"],
     )
     dataset = TacoDataset(data, tmp_path, load_class_set("all", data["categories"]))

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ml.detector import CheckpointError, Detector, save_checkpoint
 from tests.conftest import PHOTOS_DIR
-from web.imaging import decode_oriented
+from trashmap.imaging import decode_oriented
 
 ARCH = "fasterrcnn_mobilenet_v3_large_fpn"
 
@@ -19,8 +19,11 @@ def detector() -> Detector:
 
 
 def _photos() -> list[Image.Image]:
-    names = ["exifsamples__jpg_gps_DSCN0010.jpg", "exifsamples__jpg_orientation_landscape_6.jpg",
-             "exifr__test_fixtures_IMG_20180725_163423-tiny.jpg"]
+    names = [
+        "exifsamples__jpg_gps_DSCN0010.jpg",
+        "exifsamples__jpg_orientation_landscape_6.jpg",
+        "exifr__test_fixtures_IMG_20180725_163423-tiny.jpg",
+    ]
     return [decode_oriented((PHOTOS_DIR / n).read_bytes(), (256, 384))[0] for n in names]
 
 

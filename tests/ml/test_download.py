@@ -93,10 +93,15 @@ def _annotations(tmp_path: Path, base: str) -> Path:
     for i, name in enumerate(names):
         suffix = ".png" if name == "picture" else ".jpg"
         size = (100, 100) if name == "wrong-size" else (64, 48)
-        images.append({
-            "id": i, "file_name": f"batch_1/{name}.jpg", "width": size[0], "height": size[1],
-            "flickr_url": f"{base}/{name}{suffix}",
-        })
+        images.append(
+            {
+                "id": i,
+                "file_name": f"batch_1/{name}.jpg",
+                "width": size[0],
+                "height": size[1],
+                "flickr_url": f"{base}/{name}{suffix}",
+            }
+        )
     path = tmp_path / "annotations.json"
     path.write_text(json.dumps({"images": images, "annotations": [], "categories": []}))
     return path
@@ -105,13 +110,17 @@ def _annotations(tmp_path: Path, base: str) -> Path:
 def test_download_retries_resumes_verifies_and_reports(server: str, tmp_path: Path) -> None:
     annotations = _annotations(tmp_path, server)
     out = tmp_path / "images"
-    options = DownloadOptions(annotations, out, workers=4, retries=2, backoff=0.01, timeout=5,
-                              progress=False)
+    options = DownloadOptions(
+        annotations, out, workers=4, retries=2, backoff=0.01, timeout=5, progress=False
+    )
     report = main(options)
     assert report["images"] == 8 and report["downloaded"] == 5 and report["present"] == 0
     failures = {f["file_name"]: f["reason"] for f in report["failed"]}
-    assert set(failures) == {"batch_1/truncated.jpg", "batch_1/wrong-size.jpg",
-                             "batch_1/missing.jpg"}
+    assert set(failures) == {
+        "batch_1/truncated.jpg",
+        "batch_1/wrong-size.jpg",
+        "batch_1/missing.jpg",
+    }
     assert "HTTP 404" in failures["batch_1/missing.jpg"]
     assert "does not decode" in failures["batch_1/truncated.jpg"]
     assert "annotation says 100x100" in failures["batch_1/wrong-size.jpg"]

@@ -22,7 +22,8 @@ def test_official_annotations(taco_annotations: Path, tmp_path: Path) -> None:
     assert sum(stats["per_category"].values()) == 4784
     assert stats["annotations_per_image"]["images_without_annotations"] == 0
     assert stats["defects"] == {
-        "duplicate_annotation_ids": [309, 4040], "boxes_outside_image": 7,
+        "duplicate_annotation_ids": [309, 4040],
+        "boxes_outside_image": 7,
         "undefined_scene_ids": [7],
     }
     resized = stats["box_sizes_after_resize"]
@@ -39,8 +40,16 @@ def test_official_annotations(taco_annotations: Path, tmp_path: Path) -> None:
 
 
 def test_samples_are_drawn_when_images_exist(shapes: Path, tmp_path: Path) -> None:
-    stats = main(ExploreOptions(annotations=shapes / "annotations.json", images=shapes,
-                                out=tmp_path, min_size=128, max_size=200, samples=4))
+    stats = main(
+        ExploreOptions(
+            annotations=shapes / "annotations.json",
+            images=shapes,
+            out=tmp_path,
+            min_size=128,
+            max_size=200,
+            samples=4,
+        )
+    )
     assert stats["images"] == 12
     assert stats["annotations_per_image"]["images_without_annotations"] == 2
     assert Image.open(tmp_path / "samples.png").width > 200

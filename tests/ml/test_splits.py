@@ -65,7 +65,10 @@ def test_a_single_class_set_splits_too(taco: dict) -> None:
 
 
 def test_too_many_folds_is_refused() -> None:
-    tiny = {"images": [{"id": 1}, {"id": 2}], "annotations": [],
-            "categories": [{"id": 1, "name": "a"}]}
+    tiny = {
+        "images": [{"id": 1}, {"id": 2}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "a"}],
+    }
     with pytest.raises(SplitError, match="between 2"):
         make_folds(tiny, load_class_set("all", tiny["categories"]), 3, seed=0, val_fraction=0.1)

@@ -38,11 +38,16 @@ def test_training_raises_map50_well_above_the_untrained_model(
     trained: tuple[TrainOptions, TrainResult], tmp_path: Path
 ) -> None:
     options, result = trained
-    untrained = evaluate_main(EvaluateOptions(
-        weights=_untrained_checkpoint(options, tmp_path / "untrained.pt"),
-        annotations=options.test_annotations, images=options.images,
-        device="cpu", workers=0, progress=False,
-    ))
+    untrained = evaluate_main(
+        EvaluateOptions(
+            weights=_untrained_checkpoint(options, tmp_path / "untrained.pt"),
+            annotations=options.test_annotations,
+            images=options.images,
+            device="cpu",
+            workers=0,
+            progress=False,
+        )
+    )
     assert result.test_metrics is not None
     assert untrained["images"] == result.test_metrics["images"] == 24
     assert untrained["map50"] < 0.05
@@ -50,10 +55,16 @@ def test_training_raises_map50_well_above_the_untrained_model(
     assert result.test_metrics["map50"] > 0.25
     assert result.test_metrics["map50"] > untrained["map50"] + 0.2
     # The same number again, through `evaluate` on the saved checkpoint.
-    again = evaluate_main(EvaluateOptions(
-        weights=result.checkpoint, annotations=options.test_annotations, images=options.images,
-        device="cpu", workers=0, progress=False,
-    ))
+    again = evaluate_main(
+        EvaluateOptions(
+            weights=result.checkpoint,
+            annotations=options.test_annotations,
+            images=options.images,
+            device="cpu",
+            workers=0,
+            progress=False,
+        )
+    )
     assert again["map50"] == pytest.approx(result.test_metrics["map50"], abs=1e-6)
 
 
@@ -105,8 +116,9 @@ def test_checkpoint_predicts_in_the_worker_detector_as_in_training(
         expected = model([detector.to_tensor(image) for image in images])
     for dets, out in zip(found, expected, strict=True):
         assert [d.label for d in dets] == ["litter"] * len(out["boxes"])
-        assert torch.allclose(torch.tensor([d.box for d in dets]).reshape(-1, 4), out["boxes"],
-                              atol=1e-3)
+        assert torch.allclose(
+            torch.tensor([d.box for d in dets]).reshape(-1, 4), out["boxes"], atol=1e-3
+        )
         assert torch.allclose(torch.tensor([d.score for d in dets]), out["scores"], atol=1e-5)
 
 
@@ -126,22 +138,35 @@ def test_evaluation_maps_boxes_back_to_annotation_pixels(
         ann["bbox"] = [2 * v for v in ann["bbox"]]
         ann["area"] *= 4
     (tmp_path / "big.json").write_text(json.dumps(data))
-    dataset = TacoDataset(tmp_path / "big.json", tmp_path, load_class_set("litter"),
-                          eval_transforms(144, 192))
+    dataset = TacoDataset(
+        tmp_path / "big.json", tmp_path, load_class_set("litter"), eval_transforms(144, 192)
+    )
     image, target = dataset[0]
     assert image.shape[-2] * 2 == target["orig_size"][0]  # evaluated at half the size
-    big = evaluate_main(EvaluateOptions(
-        weights=result.checkpoint, annotations=tmp_path / "big.json", images=tmp_path,
-        device="cpu", workers=0, progress=False,
-    ))
+    big = evaluate_main(
+        EvaluateOptions(
+            weights=result.checkpoint,
+            annotations=tmp_path / "big.json",
+            images=tmp_path,
+            device="cpu",
+            workers=0,
+            progress=False,
+        )
+    )
     assert big["map50"] > 0.25
     assert big["map50"] == pytest.approx(result.test_metrics["map50"], abs=0.1)
 
 
 def test_resume_continues_after_the_last_epoch(shapes: Path, tmp_path: Path) -> None:
     base = TrainOptions(
-        annotations=shapes / "annotations.json", images=shapes, out=tmp_path,
-        classes="all", epochs=1, batch_size=4, val_fraction=0.2, val_images=0,
+        annotations=shapes / "annotations.json",
+        images=shapes,
+        out=tmp_path,
+        classes="all",
+        epochs=1,
+        batch_size=4,
+        val_fraction=0.2,
+        val_images=0,
         **{**SMALL, "min_size": 64, "max_size": 86, "rois_per_image": 16, "tensorboard": False},
     )
     first = train_main(base)
@@ -158,11 +183,25 @@ def test_resume_continues_after_the_last_epoch(shapes: Path, tmp_path: Path) -> 
 
 def test_a_non_finite_loss_stops_the_run(shapes: Path, tmp_path: Path) -> None:
     options = TrainOptions(
-        annotations=shapes / "annotations.json", images=shapes, out=tmp_path,
-        classes="all", epochs=1, batch_size=1, momentum=0.0, weight_decay=0.0,
-        val_fraction=0.2, val_images=0,
-        **{**SMALL, "lr": 1e12, "warmup_iters": 0, "min_size": 64, "max_size": 86,
-           "rois_per_image": 16, "tensorboard": False},
+        annotations=shapes / "annotations.json",
+        images=shapes,
+        out=tmp_path,
+        classes="all",
+        epochs=1,
+        batch_size=1,
+        momentum=0.0,
+        weight_decay=0.0,
+        val_fraction=0.2,
+        val_images=0,
+        **{
+            **SMALL,
+            "lr": 1e12,
+            "warmup_iters": 0,
+            "min_size": 64,
+            "max_size": 86,
+            "rois_per_image": 16,
+            "tensorboard": False,
+        },
     )
     with pytest.raises(NonFiniteLossError, match="loss is (nan|inf)"):
         train_main(options)

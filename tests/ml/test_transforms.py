@@ -32,7 +32,8 @@ def _drawn_extent(image: torch.Tensor, channel: int) -> list[float] | None:
 def _run(transform, image: torch.Tensor, boxes: list[tuple[int, int, int, int]]):
     target = {
         "boxes": tv_tensors.BoundingBoxes(
-            torch.tensor(boxes, dtype=torch.float32), format="XYXY",
+            torch.tensor(boxes, dtype=torch.float32),
+            format="XYXY",
             canvas_size=tuple(image.shape[-2:]),
         ),
         "labels": torch.arange(1, len(boxes) + 1),
@@ -74,8 +75,9 @@ def test_flips_and_resize_move_boxes_with_pixels(scene, hflip: bool, vflip: bool
 
 def test_a_flip_mirrors_the_box() -> None:
     boxes = [(10, 20, 40, 30)]
-    image, target = _run(train_transforms(100, 200, AugmentOptions(hflip=1.0)),
-                         _scene(100, 100, boxes), boxes)
+    image, target = _run(
+        train_transforms(100, 200, AugmentOptions(hflip=1.0)), _scene(100, 100, boxes), boxes
+    )
     assert target["boxes"].tolist() == [[60.0, 20.0, 90.0, 30.0]]
     _assert_boxes_match_pixels(image, target, tolerance=0.0)
 
@@ -95,8 +97,11 @@ def test_scale_jitter_keeps_boxes_on_their_pixels(scene, seed: int) -> None:
 def test_photometric_jitter_leaves_geometry_alone() -> None:
     boxes = [(10, 20, 40, 50)]
     torch.manual_seed(0)
-    image, target = _run(train_transforms(100, 200, AugmentOptions(hflip=0.0, photometric=1.0)),
-                         _scene(100, 100, boxes), boxes)
+    image, target = _run(
+        train_transforms(100, 200, AugmentOptions(hflip=0.0, photometric=1.0)),
+        _scene(100, 100, boxes),
+        boxes,
+    )
     assert target["boxes"].tolist() == [[10.0, 20.0, 40.0, 50.0]]
 
 

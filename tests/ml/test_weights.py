@@ -41,8 +41,10 @@ def test_an_earlier_trashmap_checkpoint_also_warm_starts(
     info = ModelInfo(arch=ARCH, class_names=tuple(f"c{i}" for i in range(90)))
     path = save_checkpoint(tmp_path / "old.pt", source, info)
     model = initial_model(ARCH, 2, weights=str(path), min_size=128, max_size=172)
-    assert torch.equal(model.state_dict()["backbone.fpn.inner_blocks.0.0.weight"],
-                       source.state_dict()["backbone.fpn.inner_blocks.0.0.weight"])
+    assert torch.equal(
+        model.state_dict()["backbone.fpn.inner_blocks.0.0.weight"],
+        source.state_dict()["backbone.fpn.inner_blocks.0.0.weight"],
+    )
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["web"]):
-    from web import create_app, migrate
-    from web.settings import Settings
+with atheris.instrument_imports(include=["web", "trashmap"]):
+    from trashmap import migrate
+    from trashmap.settings import Settings
+    from web import create_app
 
 ALLOWED = {200, 201, 400, 413, 415, 422}
 FIELDS = ("lat", "lon", "taken_at", "extra")

@@ -45,9 +45,21 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
         subprocess.run(
-            _as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-                          "--auth=trust", "-E", "UTF8", "--no-sync"]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
 
     @property
@@ -56,11 +68,23 @@ class PrivatePostgres:
 
     def _ctl(self, *args: str) -> None:
         subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
-                          str(self.folder / "pg.log"), "-w", "-t", "60",
-                          "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
-                          "-c fsync=off", *args]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.folder / "pg.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    *args,
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def start(self) -> None:
@@ -71,8 +95,10 @@ class PrivatePostgres:
 
     def destroy(self) -> None:
         """Stop the server if it runs and delete its folder."""
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "stop",
-                                     "-m", "immediate"]), capture_output=True)
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "stop", "-m", "immediate"]),
+            capture_output=True,
+        )
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -90,9 +116,21 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
         for _ in range(100):
@@ -118,9 +156,22 @@ class WebServer:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trashmap", "web", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers)],
-            env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "trashmap",
+                "web",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     @property

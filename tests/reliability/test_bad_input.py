@@ -13,23 +13,31 @@ from PIL import Image
 
 from tests.conftest import PHOTOS_DIR, manifest, settings_env
 from tests.reliability.servers import WebServer
-from web.models import Photo
+from trashmap.models import Photo
 
 
 def _upload(client, data: bytes, name: str = "photo.jpg", **fields: str):  # type: ignore[no-untyped-def]
-    return client.post("/api/v1/photos", data={"file": (io.BytesIO(data), name), **fields},
-                       content_type="multipart/form-data")
+    return client.post(
+        "/api/v1/photos",
+        data={"file": (io.BytesIO(data), name), **fields},
+        content_type="multipart/form-data",
+    )
 
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares a huge size but carries almost no data (a decompression bomb)."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:  # type: ignore[no-untyped-def]
@@ -49,8 +57,12 @@ REJECTED = [
     ("zip named .jpg", b"PK\x03\x04" + b"\0" * 40, 415, "not_an_image"),
     ("png bomb 50000x50000", _png_header_only(50_000, 50_000), 422, "image_too_large"),
     ("png bomb 12000x12000", _png_header_only(12_000, 12_000), 422, "image_too_large"),
-    ("animated gif", _encoded(_frames()[0], "GIF", save_all=True, append_images=_frames()[1:]),
-     415, "unsupported_format"),
+    (
+        "animated gif",
+        _encoded(_frames()[0], "GIF", save_all=True, append_images=_frames()[1:]),
+        415,
+        "unsupported_format",
+    ),
     ("bmp", _encoded(Image.new("RGB", (8, 8)), "BMP"), 415, "unsupported_format"),
     ("jpeg header only", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", 422, "undecodable_image"),
 ]
@@ -79,8 +91,11 @@ def test_truncated_copies_of_every_real_jpeg_are_refused(client) -> None:  # typ
 ACCEPTED = [
     ("16-bit greyscale png", _encoded(Image.new("I;16", (64, 48), 40_000), "PNG"), "image/png"),
     ("cmyk jpeg", _encoded(Image.new("CMYK", (64, 48), (10, 20, 30, 40)), "JPEG"), "image/jpeg"),
-    ("animated webp", _encoded(_frames()[0], "WEBP", save_all=True, append_images=_frames()[1:]),
-     "image/webp"),
+    (
+        "animated webp",
+        _encoded(_frames()[0], "WEBP", save_all=True, append_images=_frames()[1:]),
+        "image/webp",
+    ),
     ("palette png", _encoded(Image.new("P", (20, 10)), "PNG"), "image/png"),
 ]
 
@@ -96,30 +111,55 @@ def test_unusual_but_valid_images_are_accepted(client, what, data, content_type)
 
 
 def test_heic_without_gps_is_stored_without_location(client) -> None:  # type: ignore[no-untyped-def]
-    response = _upload(client, (PHOTOS_DIR / "exifsamples__heic_mobile_iphone_13_pro_max.HEIC")
-                       .read_bytes(), "IMG_0001.HEIC")
+    response = _upload(
+        client,
+        (PHOTOS_DIR / "exifsamples__heic_mobile_iphone_13_pro_max.HEIC").read_bytes(),
+        "IMG_0001.HEIC",
+    )
     assert response.status_code == 201
     assert response.get_json()["location"] is None
 
 
-@pytest.mark.parametrize("name", ["../../../etc/passwd.jpg", "..\\..\\boot.ini.jpg",
-                                  "/absolute/path.jpg", "a\x00b.jpg", "ü" * 400 + ".jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../../etc/passwd.jpg",
+        "..\\..\\boot.ini.jpg",
+        "/absolute/path.jpg",
+        "a\x00b.jpg",
+        "ü" * 400 + ".jpg",
+    ],
+)
 def test_hostile_file_names_are_neutralised(client, pg_sessions, name) -> None:  # type: ignore[no-untyped-def]
     data = _encoded(Image.new("RGB", (16, 16), (len(name) % 255, 0, 0)), "JPEG")
     response = _upload(client, data, name)
     assert response.status_code == 201
     with pg_sessions() as session:
         stored = session.scalar(sa.select(Photo.original_filename))
-    assert stored is None or ("/" not in stored and "\\" not in stored and ".." not in stored
-                              and "\x00" not in stored and len(stored) <= 255)
+    assert stored is None or (
+        "/" not in stored
+        and "\\" not in stored
+        and ".." not in stored
+        and "\x00" not in stored
+        and len(stored) <= 255
+    )
 
 
 @pytest.mark.parametrize(
     "query",
     [
-        "bbox=10,10,0,0", "bbox=1,2,3", "bbox=a,b,c,d", "bbox=-200,0,0,1", "bbox=0,-95,1,1",
-        "bbox=nan,0,1,1", "limit=0", "limit=10000000000000", "limit=ten", "min_score=2",
-        "min_score=-0.1", "min_score=inf",
+        "bbox=10,10,0,0",
+        "bbox=1,2,3",
+        "bbox=a,b,c,d",
+        "bbox=-200,0,0,1",
+        "bbox=0,-95,1,1",
+        "bbox=nan,0,1,1",
+        "limit=0",
+        "limit=10000000000000",
+        "limit=ten",
+        "min_score=2",
+        "min_score=-0.1",
+        "min_score=inf",
     ],
 )
 def test_bad_query_parameters_are_400(client, query) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +169,7 @@ def test_bad_query_parameters_are_400(client, query) -> None:  # type: ignore[no
 
 
 def test_sql_metacharacters_are_just_text(client) -> None:  # type: ignore[no-untyped-def]
-    for label in ["'; DROP TABLE photos; --", "\" OR 1=1 --", "%", "_", "\\"]:
+    for label in ["'; DROP TABLE photos; --", '" OR 1=1 --', "%", "_", "\\"]:
         response = client.get("/api/v1/detections", query_string={"label": label})
         assert response.status_code == 200
         assert response.get_json()["features"] == []

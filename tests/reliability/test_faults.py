@@ -19,9 +19,10 @@ from PIL import Image
 
 from tests.conftest import PHOTOS_DIR, ROOT, WorkerProcess, settings_env, wait_for_status
 from tests.reliability.servers import PrivatePostgres, PrivateRedis, WebServer
-from web import create_app, migrate
-from web.db import make_engine
-from web.models import Detection, Photo
+from trashmap import migrate
+from trashmap.db import make_engine
+from trashmap.models import Detection, Photo
+from web import create_app
 
 # A big model on a big photo, so there is time to kill a worker mid-detection.
 SLOW_DETECTOR_ENV = {
@@ -117,8 +118,14 @@ def test_postgres_restart_under_load_gives_503_then_recovers_and_loses_nothing(
     finally:
         engine.dispose()
     lost = [i for i, sha in acknowledged.items() if stored.get(i) != sha]
-    record(acknowledged=len(acknowledged), answered_503=statuses.count(503), stored=len(stored),
-           processed=0, lost=len(lost), duplicated=len(stored) - len(set(stored.values())))
+    record(
+        acknowledged=len(acknowledged),
+        answered_503=statuses.count(503),
+        stored=len(stored),
+        processed=0,
+        lost=len(lost),
+        duplicated=len(stored) - len(set(stored.values())),
+    )
     assert not lost, f"photos {lost} answered 201 but are not stored"
 
 
@@ -212,8 +219,13 @@ def test_worker_killed_mid_detection_photo_is_processed_exactly_once(
         assert len(rows) <= 20  # TRASHMAP_MAX_DETECTIONS of the test workers: one run's worth
         # The killed run never finished; exactly one run stored detections.
         runs = logs.count(f"photo {photo_id}: ")
-        record(acknowledged=1, stored=1, processed=int(statuses[photo_id] == "done"), lost=0,
-               duplicated=max(0, runs - 1))
+        record(
+            acknowledged=1,
+            stored=1,
+            processed=int(statuses[photo_id] == "done"),
+            lost=0,
+            duplicated=max(0, runs - 1),
+        )
         assert runs == 1, logs[-3000:]
     finally:
         first.stop()
@@ -331,9 +343,13 @@ def test_uploads_during_a_redis_outage_are_kept_and_processed_after_it(
         )
         assert "re-queued 5 of 5" in reconciled.stdout, reconciled.stdout + reconciled.stderr
         statuses = wait_for_status(pg_sessions, ids, timeout_s=240)
-        record(acknowledged=len(ids), stored=len(statuses),
-               processed=sum(s == "done" for s in statuses.values()), lost=len(ids) - len(statuses),
-               duplicated=0)
+        record(
+            acknowledged=len(ids),
+            stored=len(statuses),
+            processed=sum(s == "done" for s in statuses.values()),
+            lost=len(ids) - len(statuses),
+            duplicated=0,
+        )
         assert set(statuses.values()) == {"done"}, worker.log()[-3000:]
         assert client.get("/healthz").status_code == 200
     finally:

@@ -15,9 +15,20 @@ def test_upload_path_survives_fuzzing(tmp_path) -> None:  # type: ignore[no-unty
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     result = subprocess.run(
-        [sys.executable, str(HERE / "fuzz_upload.py"), "-max_total_time=25", "-rss_limit_mb=4096",
-         "-max_len=65536", f"-artifact_prefix={tmp_path}/", str(corpus), str(HERE / "fuzz_seeds")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(HERE / "fuzz_upload.py"),
+            "-max_total_time=25",
+            "-rss_limit_mb=4096",
+            "-max_len=65536",
+            f"-artifact_prefix={tmp_path}/",
+            str(corpus),
+            str(HERE / "fuzz_seeds"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

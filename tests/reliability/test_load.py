@@ -23,10 +23,28 @@ def test_concurrent_uploads_are_stored_once_and_all_processed(tmp_path, record) 
     try:
         out = tmp_path / "load.json"
         result = subprocess.run(
-            [sys.executable, "bench/load_upload.py", "--database-url", database_url,
-             "--broker-url", REDIS_URL, "--clients", "4", "--seconds", "4", "--burst-every", "1.5",
-             "--drain-timeout", "300", "--json", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            [
+                sys.executable,
+                "bench/load_upload.py",
+                "--database-url",
+                database_url,
+                "--broker-url",
+                REDIS_URL,
+                "--clients",
+                "4",
+                "--seconds",
+                "4",
+                "--burst-every",
+                "1.5",
+                "--drain-timeout",
+                "300",
+                "--json",
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert out.exists(), result.stdout + result.stderr
         report = json.loads(out.read_text())
@@ -37,11 +55,16 @@ def test_concurrent_uploads_are_stored_once_and_all_processed(tmp_path, record) 
             statuses = set(conn.execute(sa.text("SELECT DISTINCT status FROM photos")).scalars())
         engine.dispose()
         acknowledged = dict(report["acknowledged"])
-        record(acknowledged=len(acknowledged), duplicates_sent=report["answered_200_duplicate"],
-               stored=len(stored), processed=report["processed_done"],
-               lost=sum(stored.get(i) != sha for i, sha in acknowledged.items()),
-               duplicated=len(stored) - len(set(stored.values())),
-               uploads_per_s=report["uploads_per_s"], p95_ms=report["p95_ms"])
+        record(
+            acknowledged=len(acknowledged),
+            duplicates_sent=report["answered_200_duplicate"],
+            stored=len(stored),
+            processed=report["processed_done"],
+            lost=sum(stored.get(i) != sha for i, sha in acknowledged.items()),
+            duplicated=len(stored) - len(set(stored.values())),
+            uploads_per_s=report["uploads_per_s"],
+            p95_ms=report["p95_ms"],
+        )
         assert len(acknowledged) > 20, "too few uploads to say anything"
         assert report["answered_200_duplicate"] > 0, "no duplicate was ever sent"
         assert acknowledged == stored  # every 201 is exactly one stored photo, nothing else

@@ -14,13 +14,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from web.apikeys import create_key
-from web.db import session_scope
-from web.models import Detection, ModelVersion, Photo
+from trashmap.apikeys import create_key
+from trashmap.db import session_scope
+from trashmap.models import Detection, ModelVersion, Photo
 
 # Cities the seeded photos cluster around: (name, lat, lon).
-CITIES = [("paris", 48.8566, 2.3522), ("sydney", -33.8688, 151.2093),
-          ("new_york", 40.7128, -74.0060)]
+CITIES = [
+    ("paris", 48.8566, 2.3522),
+    ("sydney", -33.8688, 151.2093),
+    ("new_york", 40.7128, -74.0060),
+]
 LABELS = ["Clear plastic bottle", "Drink can", "Cigarette", "Plastic film", "Glass bottle"]
 STATUSES = ["done", "done", "done", "queued", "failed"]
 
@@ -50,11 +53,13 @@ class Seed:
 
 
 def _model(session: Session, name: str, version: str) -> ModelVersion:
-    row = session.scalar(sa.select(ModelVersion).where(ModelVersion.name == name,
-                                                       ModelVersion.version == version))
+    row = session.scalar(
+        sa.select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+    )
     if row is None:
-        row = ModelVersion(name=name, version=version, arch="fasterrcnn_mobilenet_v3_large_fpn",
-                           class_names=LABELS)
+        row = ModelVersion(
+            name=name, version=version, arch="fasterrcnn_mobilenet_v3_large_fpn", class_names=LABELS
+        )
         session.add(row)
         session.flush()
     return row
@@ -72,13 +77,26 @@ def seed_map(sessions: sessionmaker[Session], photos: int = 60, seed: int = 7) -
             located = i != 5
             lat = round(lat0 + rng.gauss(0, 0.05), 6) if located else None
             lon = round(lon0 + rng.gauss(0, 0.05), 6) if located else None
-            taken_at = None if i == 9 else datetime(2024, 1, 1, 8) + timedelta(
-                days=rng.randrange(0, 120), hours=rng.randrange(0, 12))
+            taken_at = (
+                None
+                if i == 9
+                else datetime(2024, 1, 1, 8)
+                + timedelta(days=rng.randrange(0, 120), hours=rng.randrange(0, 12))
+            )
             status = STATUSES[i % len(STATUSES)]
-            photo = Photo(sha256=hashlib.sha256(f"seed-{seed}-{i}".encode()).hexdigest(),
-                          content_type="image/jpeg", byte_size=1000, width=640, height=480,
-                          lat=lat, lon=lon, location_source="exif" if located else None,
-                          taken_at=taken_at, status=status, warnings=[])
+            photo = Photo(
+                sha256=hashlib.sha256(f"seed-{seed}-{i}".encode()).hexdigest(),
+                content_type="image/jpeg",
+                byte_size=1000,
+                width=640,
+                height=480,
+                lat=lat,
+                lon=lon,
+                location_source="exif" if located else None,
+                taken_at=taken_at,
+                status=status,
+                warnings=[],
+            )
             session.add(photo)
             session.flush()
             seeded = SeedPhoto(photo.id, lat, lon, taken_at, status)
@@ -89,14 +107,23 @@ def seed_map(sessions: sessionmaker[Session], photos: int = 60, seed: int = 7) -
             photo.model_version_id = model.id
             for _ in range(rng.randrange(1, 8)):
                 x1, y1 = rng.uniform(0, 500), rng.uniform(0, 350)
-                det = Detection(photo_id=photo.id, model_version_id=model.id,
-                                label=rng.choice(LABELS), score=round(rng.uniform(0, 1), 4),
-                                x1=x1, y1=y1, x2=x1 + rng.uniform(5, 100),
-                                y2=y1 + rng.uniform(5, 100), lat=lat, lon=lon)
+                det = Detection(
+                    photo_id=photo.id,
+                    model_version_id=model.id,
+                    label=rng.choice(LABELS),
+                    score=round(rng.uniform(0, 1), 4),
+                    x1=x1,
+                    y1=y1,
+                    x2=x1 + rng.uniform(5, 100),
+                    y2=y1 + rng.uniform(5, 100),
+                    lat=lat,
+                    lon=lon,
+                )
                 session.add(det)
                 session.flush()
-                out.detections.append(SeedDetection(det.id, seeded, det.label, det.score,
-                                                    model.label))
+                out.detections.append(
+                    SeedDetection(det.id, seeded, det.label, det.score, model.label)
+                )
     return out
 
 

@@ -10,19 +10,32 @@ from click.testing import CliRunner
 from tests.conftest import settings_env
 from tests.web.conftest import make_token
 from trashmap.cli import cli
-from web.models import ApiKey
+from trashmap.models import ApiKey
 
 # Routes anyone may call (rate-limited). Every other route must carry require_scope.
 PUBLIC = {
-    ("GET", "/api/v1/detections"), ("GET", "/api/v1/photos"), ("POST", "/api/v1/photos"),
-    ("GET", "/api/v1/photos/<int:photo_id>"), ("GET", "/api/v1/photos/<int:photo_id>/image"),
-    ("GET", "/api/v1/grid"), ("GET", "/api/v1/tiles/<int:z>/<int:x>/<int:y>.mvt"),
-    ("GET", "/api/v1/openapi.json"), ("GET", "/api/docs"), ("GET", "/healthz"),
-    ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/static/<path:filename>"),
-    ("GET", "/"), ("GET", "/map"), ("GET", "/upload"),
+    ("GET", "/api/v1/detections"),
+    ("GET", "/api/v1/photos"),
+    ("POST", "/api/v1/photos"),
+    ("GET", "/api/v1/photos/<int:photo_id>"),
+    ("GET", "/api/v1/photos/<int:photo_id>/image"),
+    ("GET", "/api/v1/grid"),
+    ("GET", "/api/v1/tiles/<int:z>/<int:x>/<int:y>.mvt"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/docs"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/static/<path:filename>"),
+    ("GET", "/"),
+    ("GET", "/map"),
+    ("GET", "/upload"),
 }
-STAFF = {"/api/v1/stats": "read:stats", "/api/v1/exports/detections": "export",
-         "/api/v1/exports/photos": "export"}
+STAFF = {
+    "/api/v1/stats": "read:stats",
+    "/api/v1/exports/detections": "export",
+    "/api/v1/exports/photos": "export",
+}
 
 
 def test_every_staff_route_carries_the_auth_decorator(app) -> None:  # type: ignore[no-untyped-def]
@@ -71,8 +84,9 @@ def test_keys_are_stored_hashed_and_checked(client, pg_sessions, seeded) -> None
     assert client.get("/api/v1/stats").get_json()["error"]["code"] == "api_key_required"
     assert client.get("/api/v1/stats").status_code == 401
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
-    assert client.get("/api/v1/exports/detections",
-                      headers={"X-API-Key": tampered}).status_code == 401
+    assert (
+        client.get("/api/v1/exports/detections", headers={"X-API-Key": tampered}).status_code == 401
+    )
     ok = client.get("/api/v1/exports/detections", headers={"X-API-Key": token})
     assert ok.status_code == 200
     assert client.get("/api/v1/stats", headers={"X-API-Key": token}).status_code == 403
@@ -86,12 +100,18 @@ def test_delete_needs_the_write_scope(client, pg_sessions, seeded) -> None:  # t
     reader = make_token(pg_sessions, "read:stats", "export")
     writer = make_token(pg_sessions, "write")
     assert client.delete(f"/api/v1/photos/{photo_id}").status_code == 401
-    assert client.delete(f"/api/v1/photos/{photo_id}",
-                         headers={"X-API-Key": reader}).status_code == 403
-    assert client.delete(f"/api/v1/photos/{photo_id}",
-                         headers={"X-API-Key": writer}).status_code == 204
+    assert (
+        client.delete(f"/api/v1/photos/{photo_id}", headers={"X-API-Key": reader}).status_code
+        == 403
+    )
+    assert (
+        client.delete(f"/api/v1/photos/{photo_id}", headers={"X-API-Key": writer}).status_code
+        == 204
+    )
     assert client.get(f"/api/v1/photos/{photo_id}").status_code == 404
     left = client.get("/api/v1/detections", query_string={"limit": 10_000}).get_json()
     assert photo_id not in {f["properties"]["photo_id"] for f in left["features"]}
-    assert client.delete(f"/api/v1/photos/{photo_id}",
-                         headers={"X-API-Key": writer}).status_code == 404
+    assert (
+        client.delete(f"/api/v1/photos/{photo_id}", headers={"X-API-Key": writer}).status_code
+        == 404
+    )

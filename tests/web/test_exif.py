@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import manifest
-from web.exif import coordinate_problem, parse_gps, read_exif
+from trashmap.exif import coordinate_problem, parse_gps, read_exif
 
 ROWS = manifest()
 

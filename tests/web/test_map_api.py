@@ -11,9 +11,8 @@ from datetime import datetime
 import pytest
 
 from tests.web.conftest import Seed, SeedDetection, SeedPhoto
-from web.exif import GeoTag
-from web.ingest import distance_m
-from web.taxonomy import supercategory_of
+from trashmap.geodesy import distance_m
+from trashmap.taxonomy import supercategory_of
 
 PARIS = (48.8566, 2.3522)
 BBOX_PARIS = (2.25, 48.80, 2.45, 48.92)
@@ -24,7 +23,7 @@ def _in_bbox(p: SeedPhoto, box: tuple[float, float, float, float]) -> bool:
 
 
 def _near(p: SeedPhoto, lat: float, lon: float, radius: float) -> bool:
-    return p.lat is not None and distance_m(GeoTag(p.lat, p.lon), GeoTag(lat, lon)) <= radius
+    return p.lat is not None and distance_m(p.lat, p.lon, lat, lon) <= radius
 
 
 def _between(p: SeedPhoto, since: datetime | None, until: datetime | None) -> bool:
@@ -39,18 +38,36 @@ DETECTION_CASES: list[tuple[dict[str, object], Callable[[SeedDetection], bool]]]
     ({"bbox": ",".join(map(str, BBOX_PARIS))}, lambda d: _in_bbox(d.photo, BBOX_PARIS)),
     ({"label": ["Drink can", "Cigarette"]}, lambda d: d.label in ("Drink can", "Cigarette")),
     ({"supercategory": "Bottle"}, lambda d: supercategory_of(d.label) == "Bottle"),
-    ({"min_score": "0.6", "label": "Plastic film"},
-     lambda d: d.score >= 0.6 and d.label == "Plastic film"),
-    ({"near": f"{PARIS[0]},{PARIS[1]}", "radius_m": "5000"},
-     lambda d: _near(d.photo, *PARIS, 5000)),
-    ({"since": "2024-02-01", "until": "2024-03-15"},
-     lambda d: _between(d.photo, datetime(2024, 2, 1), datetime(2024, 3, 16))),
-    ({"model_version": "seed:2", "min_score": "0.3"},
-     lambda d: d.model == "seed:2" and d.score >= 0.3),
-    ({"bbox": ",".join(map(str, BBOX_PARIS)), "supercategory": "Bottle", "since": "2024-02-01",
-      "min_score": "0.2"},
-     lambda d: _in_bbox(d.photo, BBOX_PARIS) and supercategory_of(d.label) == "Bottle"
-     and _between(d.photo, datetime(2024, 2, 1), None) and d.score >= 0.2),
+    (
+        {"min_score": "0.6", "label": "Plastic film"},
+        lambda d: d.score >= 0.6 and d.label == "Plastic film",
+    ),
+    (
+        {"near": f"{PARIS[0]},{PARIS[1]}", "radius_m": "5000"},
+        lambda d: _near(d.photo, *PARIS, 5000),
+    ),
+    (
+        {"since": "2024-02-01", "until": "2024-03-15"},
+        lambda d: _between(d.photo, datetime(2024, 2, 1), datetime(2024, 3, 16)),
+    ),
+    (
+        {"model_version": "seed:2", "min_score": "0.3"},
+        lambda d: d.model == "seed:2" and d.score >= 0.3,
+    ),
+    (
+        {
+            "bbox": ",".join(map(str, BBOX_PARIS)),
+            "supercategory": "Bottle",
+            "since": "2024-02-01",
+            "min_score": "0.2",
+        },
+        lambda d: (
+            _in_bbox(d.photo, BBOX_PARIS)
+            and supercategory_of(d.label) == "Bottle"
+            and _between(d.photo, datetime(2024, 2, 1), None)
+            and d.score >= 0.2
+        ),
+    ),
 ]
 
 
@@ -59,8 +76,7 @@ def _matching(seed: Seed, predicate: Callable[[SeedDetection], bool]) -> set[int
 
 
 @pytest.mark.parametrize(("query", "predicate"), DETECTION_CASES)
-def test_detection_filters_give_exact_counts(client, seeded, staff_token, query,
-                                             predicate) -> None:  # type: ignore[no-untyped-def]
+def test_detection_filters_give_exact_counts(client, seeded, staff_token, query, predicate) -> None:  # type: ignore[no-untyped-def]
     expected = _matching(seeded, predicate)
     assert expected or query.get("model_version"), "each case should match something"
     body = client.get("/api/v1/detections", query_string={**query, "limit": 10_000}).get_json()
@@ -68,15 +84,18 @@ def test_detection_filters_give_exact_counts(client, seeded, staff_token, query,
     assert {f["id"] for f in body["features"]} == expected
     grid = client.get("/api/v1/grid", query_string={**query, "zoom": 3}).get_json()
     assert grid["total"] == len(expected)
-    stats = client.get("/api/v1/stats", query_string=query,
-                       headers={"X-API-Key": staff_token}).get_json()
+    stats = client.get(
+        "/api/v1/stats", query_string=query, headers={"X-API-Key": staff_token}
+    ).get_json()
     assert stats["detections"] == len(expected)
     by_label = {row["label"]: row["count"] for row in stats["by_label"]}
     for label in {d.label for d in seeded.detections if d.id in expected}:
-        assert by_label[label] == sum(1 for d in seeded.detections
-                                      if d.id in expected and d.label == label)
-    assert sum(b["count"] for b in stats["by_period"]["buckets"]) + \
-        stats["by_period"]["undated"] == len(expected)
+        assert by_label[label] == sum(
+            1 for d in seeded.detections if d.id in expected and d.label == label
+        )
+    assert sum(b["count"] for b in stats["by_period"]["buckets"]) + stats["by_period"][
+        "undated"
+    ] == len(expected)
 
 
 def test_photo_list_includes_photos_without_detections(client, seeded) -> None:  # type: ignore[no-untyped-def]
@@ -90,12 +109,17 @@ def test_photo_list_includes_photos_without_detections(client, seeded) -> None: 
     assert statuses == {p.id: p.status for p in seeded.photos if p.lat is not None}
     queued = client.get("/api/v1/photos", query_string={"status": "queued"}).get_json()
     assert {f["id"] for f in queued["features"]} == {
-        p.id for p in seeded.photos if p.lat is not None and p.status == "queued"}
-    cans = client.get("/api/v1/photos", query_string={"label": "Drink can",
-                                                      "bbox": ",".join(map(str, BBOX_PARIS))})
+        p.id for p in seeded.photos if p.lat is not None and p.status == "queued"
+    }
+    cans = client.get(
+        "/api/v1/photos",
+        query_string={"label": "Drink can", "bbox": ",".join(map(str, BBOX_PARIS))},
+    )
     assert {f["id"] for f in cans.get_json()["features"]} == {
-        d.photo.id for d in seeded.detections
-        if d.label == "Drink can" and _in_bbox(d.photo, BBOX_PARIS)}
+        d.photo.id
+        for d in seeded.detections
+        if d.label == "Drink can" and _in_bbox(d.photo, BBOX_PARIS)
+    }
 
 
 def test_pages_have_no_duplicates_or_gaps(client, seeded) -> None:  # type: ignore[no-untyped-def]
@@ -151,47 +175,50 @@ def test_csv_round_trips_to_the_same_rows(client, seeded) -> None:  # type: igno
 def test_exports_stream_every_match(client, seeded, staff_token) -> None:  # type: ignore[no-untyped-def]
     headers = {"Authorization": f"Bearer {staff_token}"}
     expected = _matching(seeded, lambda d: d.score >= 0.25)
-    geo = client.get("/api/v1/exports/detections", query_string={"min_score": "0.25"},
-                     headers=headers)
+    geo = client.get(
+        "/api/v1/exports/detections", query_string={"min_score": "0.25"}, headers=headers
+    )
     assert geo.status_code == 200 and geo.is_streamed
     assert {f["id"] for f in geo.get_json()["features"]} == expected
-    csv_resp = client.get("/api/v1/exports/photos", query_string={"format": "csv"},
-                          headers=headers)
+    csv_resp = client.get("/api/v1/exports/photos", query_string={"format": "csv"}, headers=headers)
     rows = list(csv.DictReader(io.StringIO(csv_resp.get_data(as_text=True))))
     assert {int(r["id"]) for r in rows} == {p.id for p in seeded.photos if p.lat is not None}
 
 
 def test_stats_breaks_down_by_period(client, seeded, staff_token) -> None:  # type: ignore[no-untyped-def]
     headers = {"X-API-Key": staff_token}
-    month = client.get("/api/v1/stats", query_string={"period": "month"},
-                       headers=headers).get_json()
+    month = client.get(
+        "/api/v1/stats", query_string={"period": "month"}, headers=headers
+    ).get_json()
     expected: dict[str, int] = {}
     for d in seeded.detections:
         if d.photo.lat is not None and d.photo.taken_at is not None:
             key = d.photo.taken_at.strftime("%Y-%m-01")
             expected[key] = expected.get(key, 0) + 1
     assert {b["start"]: b["count"] for b in month["by_period"]["buckets"]} == expected
-    week = client.get("/api/v1/stats", query_string={"period": "week"},
-                      headers=headers).get_json()
+    week = client.get("/api/v1/stats", query_string={"period": "week"}, headers=headers).get_json()
     for bucket in week["by_period"]["buckets"]:
         assert datetime.fromisoformat(bucket["start"]).weekday() == 0  # Mondays
 
 
-@pytest.mark.parametrize(("path", "query", "code"), [
-    ("/api/v1/detections", {"bbox": "1,2,3"}, "invalid_bbox"),
-    ("/api/v1/detections", {"near": "48.8,2.3"}, "invalid_radius_m"),
-    ("/api/v1/detections", {"near": "x,y", "radius_m": "5"}, "invalid_near"),
-    ("/api/v1/detections", {"since": "yesterday"}, "invalid_since"),
-    ("/api/v1/detections", {"since": "2024-05-01", "until": "2024-04-01"}, "invalid_until"),
-    ("/api/v1/detections", {"supercategory": "Spaceship"}, "invalid_supercategory"),
-    ("/api/v1/detections", {"cursor": "not-a-cursor"}, "invalid_cursor"),
-    ("/api/v1/detections", {"limit": "10001"}, "invalid_limit"),
-    ("/api/v1/detections", {"format": "xml"}, "invalid_format"),
-    ("/api/v1/detections", {"model_version": "nocolon"}, "invalid_model_version"),
-    ("/api/v1/photos", {"status": "lost"}, "invalid_status"),
-    ("/api/v1/grid", {"cell": "0"}, "invalid_cell"),
-    ("/api/v1/tiles/3/9/1.mvt", {}, "invalid_tile"),
-])
+@pytest.mark.parametrize(
+    ("path", "query", "code"),
+    [
+        ("/api/v1/detections", {"bbox": "1,2,3"}, "invalid_bbox"),
+        ("/api/v1/detections", {"near": "48.8,2.3"}, "invalid_radius_m"),
+        ("/api/v1/detections", {"near": "x,y", "radius_m": "5"}, "invalid_near"),
+        ("/api/v1/detections", {"since": "yesterday"}, "invalid_since"),
+        ("/api/v1/detections", {"since": "2024-05-01", "until": "2024-04-01"}, "invalid_until"),
+        ("/api/v1/detections", {"supercategory": "Spaceship"}, "invalid_supercategory"),
+        ("/api/v1/detections", {"cursor": "not-a-cursor"}, "invalid_cursor"),
+        ("/api/v1/detections", {"limit": "10001"}, "invalid_limit"),
+        ("/api/v1/detections", {"format": "xml"}, "invalid_format"),
+        ("/api/v1/detections", {"model_version": "nocolon"}, "invalid_model_version"),
+        ("/api/v1/photos", {"status": "lost"}, "invalid_status"),
+        ("/api/v1/grid", {"cell": "0"}, "invalid_cell"),
+        ("/api/v1/tiles/3/9/1.mvt", {}, "invalid_tile"),
+    ],
+)
 def test_bad_parameters_get_a_400_that_names_them(client, path, query, code) -> None:  # type: ignore[no-untyped-def]
     response = client.get(path, query_string=query)
     assert response.status_code == 400, response.get_json()

@@ -19,8 +19,8 @@ EXAMPLES = 20
 def live_api(pg_settings, pg_engine):  # type: ignore[no-untyped-def]
     import sqlalchemy as sa
 
+    from trashmap.db import make_session_factory
     from web import create_app
-    from web.db import make_session_factory
 
     with pg_engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE photos, photo_blobs, detections RESTART IDENTITY CASCADE"))
@@ -34,7 +34,7 @@ def live_api(pg_settings, pg_engine):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def staff_headers(pg_engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
     from tests.web.conftest import make_token
-    from web.db import make_session_factory
+    from trashmap.db import make_session_factory
 
     token = make_token(make_session_factory(pg_engine), "read:stats", "export", "write")
     return {"Authorization": f"Bearer {token}"}
@@ -42,13 +42,15 @@ def staff_headers(pg_engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def _run(operation, mode, headers, checks) -> None:  # type: ignore[no-untyped-def]
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def check(case) -> None:  # type: ignore[no-untyped-def]
         # A filter string can match its schema type and still be nonsense (a bbox with
         # min > max): those answer 400 by design, so "valid data accepted" is not checked.
-        case.call_and_validate(headers=headers, timeout=30, checks=checks,
-                               excluded_checks=[positive_data_acceptance])
+        case.call_and_validate(
+            headers=headers, timeout=30, checks=checks, excluded_checks=[positive_data_acceptance]
+        )
 
     check()
 
@@ -67,10 +69,11 @@ def test_api_matches_its_openapi_document(live_api, staff_headers) -> None:  # t
 def test_openapi_lists_every_api_route(app) -> None:  # type: ignore[no-untyped-def]
     import re
 
-    from web.openapi import build_spec
+    from web.api.openapi import build_spec
 
-    documented = {(method.upper(), path) for path, ops in build_spec()["paths"].items()
-                  for method in ops}
+    documented = {
+        (method.upper(), path) for path, ops in build_spec()["paths"].items() for method in ops
+    }
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v1/") or rule.rule.endswith("openapi.json"):
             continue

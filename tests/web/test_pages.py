@@ -12,22 +12,32 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from tests.conftest import PHOTOS_DIR, post_photo
-from web.db import session_scope
-from web.models import Detection, ModelVersion
+from trashmap.db import session_scope
+from trashmap.models import Detection, ModelVersion
 
 CHROMIUM = os.environ.get("TRASHMAP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # 43.4674483, 11.8851266 in MANIFEST.tsv
 GPS_PHOTO = PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0010.jpg"
 NO_GPS_PHOTO = PHOTOS_DIR / "exifsamples__jpg_orientation_landscape_3.jpg"
-SCREENSHOTS = Path(os.environ.get("TRASHMAP_SCREENSHOTS", "")) if os.environ.get(
-    "TRASHMAP_SCREENSHOTS") else None
+SCREENSHOTS = (
+    Path(os.environ.get("TRASHMAP_SCREENSHOTS", ""))
+    if os.environ.get("TRASHMAP_SCREENSHOTS")
+    else None
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None,
-    reason=f"{CHROMIUM} is missing: scripts/test installs Debian's chromium package",
+    reason=f"{CHROMIUM} is missing: install it with `apt-get install chromium` (scripts/test does)",
 )
 
 
@@ -51,23 +61,36 @@ def _shot(page, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-d
 
 # Waits use selectors, not wait_for_function: the pages' CSP forbids the eval it relies on.
 def _wait_reload(page, before: str | None) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_selector(f'body[data-loaded]:not([data-loaded="{before}"])', state="attached",
-                           timeout=15_000)
+    page.wait_for_selector(
+        f'body[data-loaded]:not([data-loaded="{before}"])', state="attached", timeout=15_000
+    )
 
 
-def test_map_shows_markers_filters_them_and_opens_a_photo(browser, live_server, client,
-                                                          seeded, pg_sessions,
-                                                          tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_map_shows_markers_filters_them_and_opens_a_photo(
+    browser, live_server, client, seeded, pg_sessions, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     photo = post_photo(client, GPS_PHOTO).get_json()
     with session_scope(pg_sessions) as session:
         model = session.scalar(sa.select(ModelVersion).where(ModelVersion.name == "seed"))
         for i, box in enumerate([(40, 50, 200, 220), (300, 100, 420, 260)]):
-            session.add(Detection(photo_id=photo["id"], model_version_id=model.id,
-                                  label="Pop tab", score=0.9 - i / 10, x1=box[0], y1=box[1],
-                                  x2=box[2], y2=box[3], lat=photo["location"]["lat"],
-                                  lon=photo["location"]["lon"]))
-        session.execute(sa.text("UPDATE photos SET model_version_id = :m, status = 'done' "
-                                "WHERE id = :p"), {"m": model.id, "p": photo["id"]})
+            session.add(
+                Detection(
+                    photo_id=photo["id"],
+                    model_version_id=model.id,
+                    label="Pop tab",
+                    score=0.9 - i / 10,
+                    x1=box[0],
+                    y1=box[1],
+                    x2=box[2],
+                    y2=box[3],
+                    lat=photo["location"]["lat"],
+                    lon=photo["location"]["lon"],
+                )
+            )
+        session.execute(
+            sa.text("UPDATE photos SET model_version_id = :m, status = 'done' WHERE id = :p"),
+            {"m": model.id, "p": photo["id"]},
+        )
     located = [d for d in seeded.detections if d.photo.lat is not None]
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     page.goto(f"{live_server.url}/map")
@@ -106,9 +129,13 @@ def test_map_shows_markers_filters_them_and_opens_a_photo(browser, live_server, 
 
 
 def test_upload_page_shows_location_and_status(browser, live_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 412, "height": 860},
-                                  geolocation={"latitude": -33.8568, "longitude": 151.2153},
-                                  permissions=["geolocation"], is_mobile=True, has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 412, "height": 860},
+        geolocation={"latitude": -33.8568, "longitude": 151.2153},
+        permissions=["geolocation"],
+        is_mobile=True,
+        has_touch=True,
+    )
     page = context.new_page()
     page.goto(f"{live_server.url}/upload")
     page.set_input_files("#pick", [str(GPS_PHOTO), str(NO_GPS_PHOTO)])

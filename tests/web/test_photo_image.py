@@ -31,9 +31,14 @@ def test_thumbnail_is_upright_and_bounded(client) -> None:  # type: ignore[no-un
     assert full.size == (600, 450)
     thumb = client.get(f"/api/v1/photos/{photo_id}/image", query_string={"max_size": 120})
     assert Image.open(io.BytesIO(thumb.data)).size == (120, 90)
-    again = client.get(f"/api/v1/photos/{photo_id}/image", query_string={"max_size": 120},
-                       headers={"If-None-Match": thumb.headers["ETag"]})
+    again = client.get(
+        f"/api/v1/photos/{photo_id}/image",
+        query_string={"max_size": 120},
+        headers={"If-None-Match": thumb.headers["ETag"]},
+    )
     assert again.status_code == 304
     assert client.get("/api/v1/photos/999999/image").status_code == 404
-    assert client.get(f"/api/v1/photos/{photo_id}/image",
-                      query_string={"max_size": "2"}).status_code == 400
+    assert (
+        client.get(f"/api/v1/photos/{photo_id}/image", query_string={"max_size": "2"}).status_code
+        == 400
+    )

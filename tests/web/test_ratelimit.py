@@ -11,8 +11,12 @@ from web import create_app
 
 def test_public_reads_get_429_past_the_limit(pg_settings, pg_sessions) -> None:  # type: ignore[no-untyped-def]
     # A queue name of its own gives this app fresh counters in the shared Redis.
-    settings = replace(pg_settings, rate_limit_enabled=True, rate_limit_read="3/minute",
-                       queue_name=f"trashmap.test.{uuid.uuid4().hex[:8]}")
+    settings = replace(
+        pg_settings,
+        rate_limit_enabled=True,
+        rate_limit_read="3/minute",
+        queue_name=f"trashmap.test.{uuid.uuid4().hex[:8]}",
+    )
     app = create_app(settings)
     try:
         client = app.test_client()
@@ -34,8 +38,12 @@ def test_public_reads_get_429_past_the_limit(pg_settings, pg_sessions) -> None: 
 
 
 def test_uploads_have_their_own_limit(pg_settings) -> None:  # type: ignore[no-untyped-def]
-    settings = replace(pg_settings, rate_limit_enabled=True, rate_limit_upload="1/minute",
-                       queue_name=f"trashmap.test.{uuid.uuid4().hex[:8]}")
+    settings = replace(
+        pg_settings,
+        rate_limit_enabled=True,
+        rate_limit_upload="1/minute",
+        queue_name=f"trashmap.test.{uuid.uuid4().hex[:8]}",
+    )
     app = create_app(settings)
     try:
         client = app.test_client()

@@ -9,9 +9,10 @@ import pytest
 
 from tests.conftest import embedded_settings
 from tests.web.conftest import seed_map
-from web import create_app, migrate
-from web.db import make_engine, make_session_factory
-from web.tiles import BUFFER, DETAIL_ZOOM, EXTENT
+from trashmap import migrate
+from trashmap.db import make_engine, make_session_factory
+from web import create_app
+from web.api.tiles import BUFFER, DETAIL_ZOOM, EXTENT
 
 
 def tile_of(lat: float, lon: float, z: int) -> tuple[int, int]:
@@ -66,10 +67,14 @@ def test_detail_tile_holds_the_detections_inside_it(client, seeded) -> None:  # 
 def test_low_zoom_tiles_hold_clusters_whose_counts_add_up(client, seeded, query) -> None:  # type: ignore[no-untyped-def]
     x, y = tile_of(48.8566, 2.3522, 4)  # Paris, far from this tile's edges
     features = _decode(client.get(f"/api/v1/tiles/4/{x}/{y}.mvt", query_string=query).data)
-    expected = [d for d in seeded.detections if d.photo.lat is not None
-                and abs(d.photo.lat - 48.8566) < 1
-                and (not query.get("label") or d.label == query["label"])
-                and d.score >= float(query.get("min_score", 0))]
+    expected = [
+        d
+        for d in seeded.detections
+        if d.photo.lat is not None
+        and abs(d.photo.lat - 48.8566) < 1
+        and (not query.get("label") or d.label == query["label"])
+        and d.score >= float(query.get("min_score", 0))
+    ]
     assert sum(f["properties"]["count"] for f in features) == len(expected) > 0
     assert all(f["properties"]["count"] >= 1 for f in features)
 
@@ -79,24 +84,30 @@ def test_empty_tile_is_empty(client, seeded) -> None:  # type: ignore[no-untyped
     assert response.status_code == 200 and _decode(response.data) == []
 
 
-def test_sqlite_gives_the_same_answers_and_a_clear_501_for_tiles(tmp_path, client,
-                                                                  seeded) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_gives_the_same_answers_and_a_clear_501_for_tiles(tmp_path, client, seeded) -> None:  # type: ignore[no-untyped-def]
     settings = embedded_settings(tmp_path)
     migrate.upgrade(settings)
     engine = make_engine(settings)
     try:
         seed_map(make_session_factory(engine))
         lite = create_app(settings).test_client()
-        for query in [{}, {"bbox": "2.25,48.80,2.45,48.92", "min_score": "0.3"},
-                      {"near": "48.8566,2.3522", "radius_m": "6000", "label": "Cigarette"},
-                      {"supercategory": "Bottle", "since": "2024-02-01", "until": "2024-03-01"}]:
+        for query in [
+            {},
+            {"bbox": "2.25,48.80,2.45,48.92", "min_score": "0.3"},
+            {"near": "48.8566,2.3522", "radius_m": "6000", "label": "Cigarette"},
+            {"supercategory": "Bottle", "since": "2024-02-01", "until": "2024-03-01"},
+        ]:
             a = lite.get("/api/v1/detections", query_string=query).get_json()
             b = client.get("/api/v1/detections", query_string=query).get_json()
             assert a["numberMatched"] == b["numberMatched"]
-            strip = [(f["geometry"], f["properties"]["label"], f["properties"]["score"])
-                     for f in a["features"]]
-            assert strip == [(f["geometry"], f["properties"]["label"], f["properties"]["score"])
-                             for f in b["features"]]
+            strip = [
+                (f["geometry"], f["properties"]["label"], f["properties"]["score"])
+                for f in a["features"]
+            ]
+            assert strip == [
+                (f["geometry"], f["properties"]["label"], f["properties"]["score"])
+                for f in b["features"]
+            ]
             ga = lite.get("/api/v1/grid", query_string={**query, "zoom": 6}).get_json()
             gb = client.get("/api/v1/grid", query_string={**query, "zoom": 6}).get_json()
             assert ga["features"] == gb["features"]

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from PIL import Image
 
 from tests.conftest import PHOTOS_DIR, manifest, post_photo
+from trashmap.models import Photo, PhotoBlob
 from web import create_app
-from web.models import Photo, PhotoBlob
 
 ROWS = manifest()
 

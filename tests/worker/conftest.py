@@ -11,15 +11,17 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import PHOTOS_DIR, SMALL_DETECTOR_ENV
-from web.db import session_scope
-from web.ingest import ClientFields, ingest_photo
-from web.models import Detection, ModelVersion, Photo
-from web.settings import Settings
-from worker.requeue import Producer
+from trashmap.db import session_scope
+from trashmap.ingest import ClientFields, ingest_photo
+from trashmap.models import Detection, ModelVersion, Photo
+from trashmap.queue import DetectionQueue
+from trashmap.settings import Settings
 
 SMALL_ARCH = SMALL_DETECTOR_ENV["TRASHMAP_UNTRAINED_ARCH"]
-SMALL_SIZES = (int(SMALL_DETECTOR_ENV["TRASHMAP_MIN_SIZE"]),
-               int(SMALL_DETECTOR_ENV["TRASHMAP_MAX_SIZE"]))
+SMALL_SIZES = (
+    int(SMALL_DETECTOR_ENV["TRASHMAP_MIN_SIZE"]),
+    int(SMALL_DETECTOR_ENV["TRASHMAP_MAX_SIZE"]),
+)
 
 
 def store_photo(sessions: sessionmaker[Session], name: str) -> int:
@@ -35,7 +37,8 @@ def detections_by_version(sessions: sessionmaker[Session], photo_id: int) -> dic
     with sessions() as session:
         rows = session.execute(
             sa.select(Detection.model_version_id, sa.func.count())
-            .where(Detection.photo_id == photo_id).group_by(Detection.model_version_id)
+            .where(Detection.photo_id == photo_id)
+            .group_by(Detection.model_version_id)
         )
         return {version: count for version, count in rows}
 
@@ -61,15 +64,21 @@ def small_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("checkpoints")
     paths = []
     for seed in (1, 2):
-        detector = Detector.untrained([f"class_{i}" for i in range(1, 16)], SMALL_ARCH, "cpu",
-                                      min_size=SMALL_SIZES[0], max_size=SMALL_SIZES[1], seed=seed)
+        detector = Detector.untrained(
+            [f"class_{i}" for i in range(1, 16)],
+            SMALL_ARCH,
+            "cpu",
+            min_size=SMALL_SIZES[0],
+            max_size=SMALL_SIZES[1],
+            seed=seed,
+        )
         paths.append(save_checkpoint(folder / f"seed{seed}.pt", detector.model, detector.info))
     return paths
 
 
 @pytest.fixture
-def producer(pg_settings: Settings) -> Iterator[Producer]:
-    sender = Producer(pg_settings)
+def producer(pg_settings: Settings) -> Iterator[DetectionQueue]:
+    sender = DetectionQueue(pg_settings)
     yield sender
     sender.close()
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image, ImageOps
 
 from ml.detector import Detector
-from ml.inference import BatchPredictor, group_by_shape, orient_tensor, padded_shape
+from ml.inference import BatchPredictor, group_by_shape, padded_shape
 from tests.conftest import PHOTOS_DIR
 from tests.worker.conftest import SMALL_ARCH, SMALL_SIZES
-from web.imaging import decode_oriented
+from trashmap.imaging import decode_oriented
 
 # Landscape and portrait photos of several sizes, so batches hold several shape groups.
 NAMES = [
@@ -26,13 +23,18 @@ NAMES = [
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
-    return Detector.untrained([f"class_{i}" for i in range(1, 16)], SMALL_ARCH, "cpu",
-                              min_size=SMALL_SIZES[0], max_size=SMALL_SIZES[1], seed=3)
+    return Detector.untrained(
+        [f"class_{i}" for i in range(1, 16)],
+        SMALL_ARCH,
+        "cpu",
+        min_size=SMALL_SIZES[0],
+        max_size=SMALL_SIZES[1],
+        seed=3,
+    )
 
 
 def test_a_batch_finds_the_same_boxes_as_one_photo_at_a_time(detector: Detector) -> None:
-    images = [decode_oriented((PHOTOS_DIR / n).read_bytes(), detector.input_size)[0]
-              for n in NAMES]
+    images = [decode_oriented((PHOTOS_DIR / n).read_bytes(), detector.input_size)[0] for n in NAMES]
     single = [detector.predict([image], 0.05, 20)[0] for image in images]
     batched = BatchPredictor(detector, max_batch=8, precision="fp32").predict(images, 0.05, 20)
     assert len(group_by_shape([(i.height, i.width) for i in images], *SMALL_SIZES, 8)) < len(
@@ -54,15 +56,3 @@ def test_shape_groups_never_mix_padded_shapes() -> None:
         assert len(group) <= 2
         assert len({padded_shape(*sizes[i], 320, 512) for i in group}) == 1
     assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
-
-
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_tensor_orientation_matches_pillow(orientation: int) -> None:
-    image = Image.effect_noise((7, 5), 60).convert("RGB")
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    image.info["exif"] = exif.tobytes()
-    image.getexif()[0x0112] = orientation
-    expected = torch.from_numpy(np.array(ImageOps.exif_transpose(image)))
-    raw = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-    assert torch.equal(orient_tensor(raw, orientation).permute(1, 2, 0), expected)

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from celery import Celery
 
 from tests.conftest import PHOTOS_DIR, manifest, post_photo, wait_for_status
-from web.models import Detection, Photo
-from web.queue import DETECT_TASK, celery_config
+from trashmap.models import Detection, Photo
+from trashmap.queue import DETECT_TASK, celery_config
 
 ROWS = manifest()
 
@@ -131,7 +131,7 @@ def test_a_photo_whose_bytes_cannot_be_decoded_is_failed_with_a_reason(
 ) -> None:
     photo_id = post_photo(client, PHOTOS_DIR / "exiftool__t_images_GPS.jpg").get_json()["id"]
     wait_for_status(pg_sessions, [photo_id])
-    from web.models import PhotoBlob
+    from trashmap.models import PhotoBlob
 
     with pg_sessions.begin() as session:
         session.get(PhotoBlob, photo_id).data = b"\xff\xd8\xff\xe0garbage"

@@ -22,8 +22,8 @@ from tests.worker.conftest import (
     store_photo,
 )
 from trashmap.cli import cli
-from web.db import make_session_factory
-from web.models import ModelVersion, Photo
+from trashmap.db import make_session_factory
+from trashmap.models import ModelVersion, Photo
 from worker.reconcile import PeriodicReconciler
 
 PHOTO_A = "exifsamples__jpg_gps_DSCN0010.jpg"
@@ -32,8 +32,9 @@ PHOTO_C = "exiftool__t_images_GPS.jpg"
 
 
 def _cli(pg_settings, *args: str) -> str:  # type: ignore[no-untyped-def]
-    result = CliRunner().invoke(cli, list(args), env=settings_env(pg_settings),
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, list(args), env=settings_env(pg_settings), catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -44,11 +45,15 @@ def versions(pg_settings, pg_engine, small_checkpoints) -> Iterator[list[int]]: 
     _cli(pg_settings, "models", "register", str(small_checkpoints[0]), "--activate")
     _cli(pg_settings, "models", "register", str(small_checkpoints[1]))
     with make_session_factory(pg_engine)() as session:
-        ids = list(session.scalars(
-            sa.select(ModelVersion.id).where(ModelVersion.version.like("%seed1-%")
-                                             | ModelVersion.version.like("%seed2-%"))
-            .order_by(ModelVersion.version)
-        ))
+        ids = list(
+            session.scalars(
+                sa.select(ModelVersion.id)
+                .where(
+                    ModelVersion.version.like("%seed1-%") | ModelVersion.version.like("%seed2-%")
+                )
+                .order_by(ModelVersion.version)
+            )
+        )
     assert len(ids) == 2
     yield ids
     deactivate_all(pg_engine)
@@ -62,9 +67,14 @@ def ops_worker(  # type: ignore[no-untyped-def]
     redis.Redis.from_url(REDIS_URL).delete(pg_settings.queue_name)
     port = free_port()
     worker = WorkerProcess(
-        pg_settings, tmp_path_factory.mktemp("ops") / "worker.log",
-        extra_env={"TRASHMAP_MODEL_CHECK_S": "0.2", "TRASHMAP_METRICS_PORT": str(port),
-                   "TRASHMAP_RECONCILE_INTERVAL_S": "0", "TRASHMAP_BATCH_SIZE": "4"},
+        pg_settings,
+        tmp_path_factory.mktemp("ops") / "worker.log",
+        extra_env={
+            "TRASHMAP_MODEL_CHECK_S": "0.2",
+            "TRASHMAP_METRICS_PORT": str(port),
+            "TRASHMAP_RECONCILE_INTERVAL_S": "0",
+            "TRASHMAP_BATCH_SIZE": "4",
+        },
     )
     try:
         worker.wait_ready(None)
@@ -81,7 +91,11 @@ def _process(pg_sessions, producer, name: str, version: int | None = None) -> in
 
 
 def test_worker_starts_on_the_active_version_and_follows_a_new_one(
-    pg_settings, pg_sessions, producer, versions, ops_worker  # type: ignore[no-untyped-def]
+    pg_settings,
+    pg_sessions,
+    producer,
+    versions,
+    ops_worker,  # type: ignore[no-untyped-def]
 ) -> None:
     first, second = versions
     worker, _ = ops_worker
@@ -100,7 +114,11 @@ def test_worker_starts_on_the_active_version_and_follows_a_new_one(
 
 
 def test_reprocessing_adds_the_other_versions_detections_and_keeps_the_first(
-    pg_settings, pg_sessions, producer, versions, ops_worker  # type: ignore[no-untyped-def]
+    pg_settings,
+    pg_sessions,
+    producer,
+    versions,
+    ops_worker,  # type: ignore[no-untyped-def]
 ) -> None:
     first, second = versions
     _cli(pg_settings, "models", "activate", str(second))
@@ -122,13 +140,18 @@ def test_reprocessing_adds_the_other_versions_detections_and_keeps_the_first(
 
 
 def test_reconcile_requeues_a_photo_whose_message_was_lost(
-    pg_settings, pg_sessions, ops_worker  # type: ignore[no-untyped-def]
+    pg_settings,
+    pg_sessions,
+    ops_worker,  # type: ignore[no-untyped-def]
 ) -> None:
     lost = store_photo(pg_sessions, PHOTO_A)  # queued, but no message was ever sent
     stuck = store_photo(pg_sessions, PHOTO_B)
     with pg_sessions.begin() as session:  # a worker died mid-photo, long ago
-        session.execute(sa.update(Photo).where(Photo.id == stuck).values(
-            status="processing", updated_at=sa.func.now() - sa.text("interval '2 hours'")))
+        session.execute(
+            sa.update(Photo)
+            .where(Photo.id == stuck)
+            .values(status="processing", updated_at=sa.func.now() - sa.text("interval '2 hours'"))
+        )
     out = _cli(pg_settings, "reconcile", "--older-than", "0")
     assert "re-queued 2 of 2" in out
     assert wait_for_status(pg_sessions, [lost, stuck], 120) == {lost: "done", stuck: "done"}
@@ -149,12 +172,17 @@ def test_the_periodic_reconciler_requeues_too(pg_settings, pg_sessions, ops_work
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     }
 
 
 def test_metrics_show_the_counters_after_a_run(
-    pg_sessions, producer, versions, ops_worker, client  # type: ignore[no-untyped-def]
+    pg_sessions,
+    producer,
+    versions,
+    ops_worker,
+    client,  # type: ignore[no-untyped-def]
 ) -> None:
     _, port = ops_worker
     _process(pg_sessions, producer, PHOTO_A)
@@ -165,8 +193,9 @@ def test_metrics_show_the_counters_after_a_run(
     for stage in ("load", "decode", "wait", "inference", "write"):
         assert worker[("trashmap_worker_stage_seconds_count", (("stage", stage),))] >= 6
     assert worker[("trashmap_worker_batch_size_count", ())] >= 1
-    assert any(name == "trashmap_worker_model_info" and value == 1
-               for (name, _), value in worker.items())
+    assert any(
+        name == "trashmap_worker_model_info" and value == 1 for (name, _), value in worker.items()
+    )
 
     web = _samples(client.get("/metrics").get_data(as_text=True))
     assert web[("trashmap_photos", (("status", "done"),))] >= 1
@@ -180,16 +209,21 @@ def test_upload_counters_count_outcomes(client) -> None:  # type: ignore[no-unty
     def count(outcome: str, code: str) -> float:
         text = client.get("/metrics").get_data(as_text=True)
         return _samples(text).get(
-            ("trashmap_uploads_total", (("code", code), ("outcome", outcome))), 0.0)
+            ("trashmap_uploads_total", (("code", code), ("outcome", outcome))), 0.0
+        )
 
     created, duplicate = count("created", ""), count("duplicate", "")
     rejected = count("rejected", "not_an_image")
     assert post_photo(client, PHOTOS_DIR / PHOTO_A).status_code == 201
     assert post_photo(client, PHOTOS_DIR / PHOTO_A).status_code == 200
-    response = client.post("/api/v1/photos", data={"file": (__import__("io").BytesIO(b"x"), "a")},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/api/v1/photos",
+        data={"file": (__import__("io").BytesIO(b"x"), "a")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code in (415, 422, 400)
     assert count("created", "") == created + 1
     assert count("duplicate", "") == duplicate + 1
     assert count("rejected", response.get_json()["error"]["code"]) >= rejected + (
-        response.get_json()["error"]["code"] == "not_an_image")
+        response.get_json()["error"]["code"] == "not_an_image"
+    )

@@ -1,0 +1,379 @@
+"""The `trashmap` command: one entry point for the service, the workers, the database and ml/.
+
+Heavy modules (torch, Flask, Celery) are imported inside each command, so `trashmap web`
+never loads torch and `trashmap --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+logger = logging.getLogger("trashmap")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from trashmap.settings import Settings, SettingsError
+
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """trashmap: crowdsourced photos of litter -> detections -> a debris map.
+
+    Settings come from TRASHMAP_* environment variables (see .env.example). With none
+    set, everything runs embedded: SQLite files under ./var and no server to install.
+    """
+
+
+# --- the service -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, help="TCP port of the web app.")
+@click.option("--untrained", is_flag=True, help="Run a random detector when no weights are set.")
+@click.option(
+    "--demo",
+    "demo_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Upload every photo in this folder once the service is up, and print the results.",
+)
+@click.option("--exit-after-demo", is_flag=True, help="Stop the service after the demo.")
+@click.option("--demo-timeout", default=900, show_default=True, help="Seconds to wait for results.")
+def up(
+    host: str,
+    port: int,
+    untrained: bool,
+    demo_dir: Path | None,
+    exit_after_demo: bool,
+    demo_timeout: int,
+) -> None:
+    """Run everything on one machine: migrate, one detection worker and the web app.
+
+    The embedded default keeps the database and the queue in SQLite files under ./var
+    (TRASHMAP_DATA_DIR). Stop with Ctrl-C.
+    """
+    from trashmap import migrate
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    migrate.upgrade(settings)
+    env = dict(os.environ)
+    env.setdefault("TRASHMAP_DATA_DIR", str(settings.data_dir))
+    worker_cmd = [sys.executable, "-m", "trashmap", "worker"]
+    worker_cmd += ["--untrained"] if untrained else []
+    web_cmd = [
+        sys.executable,
+        "-m",
+        "trashmap",
+        "web",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+    ]
+    children = [subprocess.Popen(worker_cmd, env=env), subprocess.Popen(web_cmd, env=env)]
+    base_url = f"http://{host}:{port}"
+    try:
+        _wait_for_http(f"{base_url}/healthz", children, timeout_s=120)
+        database = settings.describe()["database_url"]
+        click.echo(f"trashmap is up at {base_url} (database: {database})")
+        if demo_dir is not None:
+            _run_demo(base_url, demo_dir, demo_timeout)
+            if exit_after_demo:
+                return
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        raise click.ClickException("a trashmap process stopped; see the log above")
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        _stop(children)
+
+
+def _wait_for_http(url: str, children: list[subprocess.Popen], timeout_s: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise click.ClickException("a trashmap process exited during start-up")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise click.ClickException(f"{url} did not become healthy within {timeout_s:.0f} s")
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def _run_demo(base_url: str, folder: Path, timeout_s: float) -> None:
+    from trashmap.cli.client import describe, upload, wait_until_processed
+
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    paths = [
+        p for p in paths if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp")
+    ]
+    click.echo(f"uploading {len(paths)} photos from {folder}")
+    results = [upload(base_url, path) for path in paths]
+    deadline = time.monotonic() + timeout_s
+    for result in results:
+        if "id" in result.body:
+            remaining = max(1.0, deadline - time.monotonic())
+            result.final = wait_until_processed(base_url, result.body["id"], remaining)
+        click.echo(describe(result))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, help="TCP port.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", default=4, show_default=True, help="Threads per gunicorn worker.")
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log every request to stdout.",
+)
+def web(host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
+    """Serve the web app and API with gunicorn (no torch is loaded here)."""
+    from web.server import serve
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    serve(settings, host, port, workers, threads, access_log)
+
+
+@cli.command()
+@click.option(
+    "--untrained",
+    is_flag=True,
+    help="With no active model version and no TRASHMAP_WEIGHTS, run a RANDOM "
+    "detector (demos and tests only).",
+)
+@click.option(
+    "--device",
+    default=None,
+    help="Torch device, e.g. cpu, cuda, cuda:1 (default: TRASHMAP_DEVICE or auto).",
+)
+@click.option(
+    "--pin",
+    is_flag=True,
+    help="Stay on TRASHMAP_WEIGHTS instead of following the active model version.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Photos per micro-batch (default: TRASHMAP_BATCH_SIZE).",
+)
+@click.option(
+    "--batch-wait-ms",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Longest wait for a batch to fill (default: TRASHMAP_BATCH_WAIT_MS).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Serve Prometheus metrics on this port (default: TRASHMAP_METRICS_PORT).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tasks in flight: threads pool 2 x batch size (one batch decodes while the "
+    "other runs); prefork: processes, each with its own model (1 per GPU).",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["threads", "prefork", "solo"]),
+    default="threads",
+    show_default=True,
+    help="threads: one model, micro-batches; prefork: a crashing photo kills only a "
+    "child; solo: one photo at a time in one process.",
+)
+@click.option("--hostname", default=None, help="Celery node name (default: trashmap@HOST).")
+def worker(
+    untrained: bool,
+    device: str | None,
+    pin: bool,
+    batch_size: int | None,
+    batch_wait_ms: int | None,
+    metrics_port: int | None,
+    concurrency: int | None,
+    pool: str,
+    hostname: str | None,
+) -> None:
+    """Run a detection worker: takes photos off the queue and stores what it finds.
+
+    Runs the active model version (`trashmap models activate`) and switches between batches
+    when another is activated. TRASHMAP_WEIGHTS is registered at start and activated when no
+    version is active; with --pin the worker stays on it. One worker per GPU (--device).
+    """
+    from dataclasses import replace
+
+    settings = _settings()
+    overrides = {
+        "device": device,
+        "batch_size": batch_size,
+        "batch_wait_ms": batch_wait_ms,
+        "metrics_port": metrics_port,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if settings.weights is not None and not settings.weights.is_file():
+        raise click.UsageError(f"TRASHMAP_WEIGHTS={settings.weights} does not exist")
+    if pin and settings.weights is None:
+        raise click.UsageError("--pin needs TRASHMAP_WEIGHTS, the checkpoint to stay on")
+    if settings.weights is None and not untrained:
+        from worker.versions import any_active
+
+        if not any_active(settings):
+            raise click.UsageError(
+                "no detector: no model version is active. Register and activate a checkpoint "
+                "(`trashmap models register CHECKPOINT --activate`, a file written by "
+                "`trashmap ml train`; see README 'Getting weights'), set TRASHMAP_WEIGHTS, or "
+                "pass --untrained to run a random, meaningless detector for demos and tests."
+            )
+    _configure_logging(settings.log_level)
+    os.environ["TRASHMAP_UNTRAINED"] = "1" if untrained else "0"
+    os.environ["TRASHMAP_PIN_WEIGHTS"] = "1" if pin else "0"
+    if concurrency is None:
+        concurrency = 2 * settings.batch_size if pool == "threads" else 1
+    from worker.celery_app import create_celery
+
+    app = create_celery(settings)
+    app.conf.worker_pool = pool  # read by the runtime to load the model in the right process
+    argv = [
+        "worker",
+        f"--loglevel={settings.log_level}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        "-Q",
+        settings.queue_name,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv += ["--hostname", hostname]
+    app.worker_main(argv)
+
+
+# --- the database ----------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Schema migrations (Alembic, under migrations/)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from trashmap import migrate
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    migrate.upgrade(settings, revision)
+    click.echo(f"database at {revision}: {settings.describe()['database_url']}")
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail when the models and the migrations disagree (alembic check)."""
+    from trashmap import migrate
+
+    migrate.check(_settings())
+    click.echo("no schema drift")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the revision the database is at."""
+    from trashmap import migrate
+
+    migrate.current(_settings())
+
+
+# --- clients -----------------------------------------------------------------------------
+
+
+@cli.command("upload")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Service URL.")
+@click.option("--lat", type=float, help="Latitude to use when a photo has no GPS.")
+@click.option("--lon", type=float, help="Longitude to use when a photo has no GPS.")
+@click.option(
+    "--wait",
+    "wait_s",
+    default=0,
+    show_default=True,
+    help="Seconds to wait for detections (0: do not wait).",
+)
+def upload_cmd(
+    files: tuple[Path, ...], url: str, lat: float | None, lon: float | None, wait_s: int
+) -> None:
+    """Upload photos to a running service and print what came back."""
+    from trashmap.cli.client import describe, upload, wait_until_processed
+
+    fields = {"lat": str(lat), "lon": str(lon)} if lat is not None and lon is not None else {}
+    for path in files:
+        result = upload(url.rstrip("/"), path, fields)
+        if wait_s and "id" in result.body:
+            result.final = wait_until_processed(url.rstrip("/"), result.body["id"], wait_s)
+        click.echo(describe(result))
+
+
+def _register_command_modules() -> None:
+    """Attach commands defined in other modules (each imports only click at module level)."""
+    from ml.cli import ml
+    from trashmap.cli.keys import keys
+    from trashmap.cli.operations import register as register_operations
+
+    cli.add_command(ml)
+    cli.add_command(keys)
+    register_operations(cli)
+
+
+_register_command_modules()
+
+
+def main() -> None:
+    cli(prog_name="trashmap")

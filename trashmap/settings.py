@@ -1,0 +1,205 @@
+"""Service settings, read once from the environment (Flask-free; every process uses it)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A TRASHMAP_* variable holds a value that cannot be used."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _float(name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise SettingsError(f"{name}={raw!r} must be between {lo} and {hi}")
+    return value
+
+
+def _int(name: str, default: int, lo: int = 0) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < lo:
+        raise SettingsError(f"{name}={raw!r} must be at least {lo}")
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be one of 1/0, true/false, yes/no, on/off")
+
+
+def _limit(name: str, default: str) -> str:
+    """A flask-limiter rate string such as `120/minute;2000/hour`, checked at start-up."""
+    raw = _env(name, default) or default
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a rate limit such as 120/minute") from None
+    return raw
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (_env(name, default) or default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a trashmap process can be told; see `.env.example` for each variable."""
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    queue_name: str = "trashmap.detect"
+    weights: Path | None = None
+    device: str = "auto"
+    score_threshold: float = 0.5
+    max_upload_mb: float = 40.0
+    # Used only by `trashmap worker --untrained` (no checkpoint to describe the model).
+    untrained_arch: str = "fasterrcnn_resnet50_fpn_v2"
+    untrained_classes: int = 15
+    # Override the checkpoint's input sizes (smaller = faster, less accurate).
+    min_size: int | None = None
+    max_size: int | None = None
+    max_detections: int = 100
+    task_time_limit_s: int = 600
+    # A photo started this many times without finishing is failed (it crashes its worker).
+    max_attempts: int = 3
+    # Redis redelivers an unacknowledged task after this long; 0 = derived from the time limit.
+    visibility_timeout_s: int = 0
+    # Detection workers: micro-batches of up to batch_size photos, waiting at most batch_wait_ms.
+    batch_size: int = 8
+    batch_wait_ms: int = 50
+    # Inference: fp32 | bf16 | fp16 | auto (bf16 on a CUDA GPU that has it, else fp32).
+    precision: str = "auto"
+    compile_model: bool = False
+    draft_decode: bool = True
+    # How often (seconds) a worker asks the database whether another model version is active.
+    model_check_s: float = 10.0
+    # Port of a worker's Prometheus endpoint; 0 = none.
+    metrics_port: int = 0
+    # Reconciler: run every N seconds in each worker (0 = never); re-queue photos left queued
+    # longer than reconcile_after_s (processing ones: past the broker's redelivery time too).
+    reconcile_interval_s: int = 60
+    reconcile_after_s: int = 900
+    log_level: str = "INFO"
+    secret_key: str = field(default="", repr=False)
+    # flask-limiter limit strings ("120/minute;2000/hour"), per API key or else per client IP.
+    rate_limit_enabled: bool = True
+    rate_limit_read: str = "600/minute"
+    rate_limit_upload: str = "60/minute;2000/day"
+    # Where counters live; empty = the broker when it is Redis (shared by all web processes),
+    # else this process's memory.
+    rate_limit_storage_url: str = field(default="", repr=False)
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the database is SQLite (the no-server default)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Read TRASHMAP_* variables; unset ones fall back to the embedded default."""
+        data_dir = Path(_env("TRASHMAP_DATA_DIR", "var")).expanduser()
+        weights = _env("TRASHMAP_WEIGHTS")
+        min_size = _int("TRASHMAP_MIN_SIZE", 0, lo=0) or None
+        max_size = _int("TRASHMAP_MAX_SIZE", 0, lo=0) or None
+        settings = cls(
+            data_dir=data_dir,
+            database_url=_env("TRASHMAP_DATABASE_URL", f"sqlite:///{data_dir / 'trashmap.db'}"),
+            broker_url=_env("TRASHMAP_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.db'}"),
+            queue_name=_env("TRASHMAP_QUEUE", "trashmap.detect"),
+            weights=Path(weights).expanduser() if weights else None,
+            device=_env("TRASHMAP_DEVICE", "auto"),
+            score_threshold=_float("TRASHMAP_SCORE_THRESHOLD", 0.5, 0.0, 1.0),
+            max_upload_mb=_float("TRASHMAP_MAX_UPLOAD_MB", 40.0, 0.001, 4096),
+            untrained_arch=_env("TRASHMAP_UNTRAINED_ARCH", "fasterrcnn_resnet50_fpn_v2"),
+            untrained_classes=_int("TRASHMAP_UNTRAINED_CLASSES", 15, lo=1),
+            min_size=min_size,
+            max_size=max_size,
+            max_detections=_int("TRASHMAP_MAX_DETECTIONS", 100, lo=1),
+            task_time_limit_s=_int("TRASHMAP_TASK_TIME_LIMIT", 600, lo=10),
+            max_attempts=_int("TRASHMAP_MAX_ATTEMPTS", 3, lo=1),
+            visibility_timeout_s=_int("TRASHMAP_VISIBILITY_TIMEOUT", 0, lo=0),
+            batch_size=_int("TRASHMAP_BATCH_SIZE", 8, lo=1),
+            batch_wait_ms=_int("TRASHMAP_BATCH_WAIT_MS", 50, lo=0),
+            precision=_choice("TRASHMAP_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16")),
+            compile_model=_bool("TRASHMAP_COMPILE", False),
+            draft_decode=_bool("TRASHMAP_DRAFT_DECODE", True),
+            model_check_s=_float("TRASHMAP_MODEL_CHECK_S", 10.0, 0.0, 86400.0),
+            metrics_port=_int("TRASHMAP_METRICS_PORT", 0, lo=0),
+            reconcile_interval_s=_int("TRASHMAP_RECONCILE_INTERVAL_S", 60, lo=0),
+            reconcile_after_s=_int("TRASHMAP_RECONCILE_AFTER_S", 900, lo=0),
+            log_level=_env("TRASHMAP_LOG_LEVEL", "INFO").upper(),
+            secret_key=_env("TRASHMAP_SECRET_KEY", ""),
+            rate_limit_enabled=_bool("TRASHMAP_RATE_LIMIT_ENABLED", True),
+            rate_limit_read=_limit("TRASHMAP_RATE_LIMIT_READ", "600/minute"),
+            rate_limit_upload=_limit("TRASHMAP_RATE_LIMIT_UPLOAD", "60/minute;2000/day"),
+            rate_limit_storage_url=_env("TRASHMAP_RATE_LIMIT_STORAGE_URL", ""),
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    def ensure_data_dir(self) -> None:
+        """Create the directory the embedded SQLite files live in."""
+        if self.is_embedded or self.broker_url.startswith("sqla+sqlite"):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def describe(self) -> dict[str, str]:
+        """Settings as strings for logs, with passwords in URLs masked."""
+        out = {}
+        for f in fields(self):
+            if f.name in ("secret_key", "rate_limit_storage_url"):
+                continue
+            value = str(getattr(self, f.name))
+            if f.name.endswith("_url"):
+                value = _mask_password(value)
+            out[f.name] = value
+        return out
+
+
+def _mask_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url.removeprefix("sqla+")).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL (redis://...): mask by hand
+        if "@" in url and "://" in url:
+            scheme, rest = url.split("://", 1)
+            creds, host = rest.rsplit("@", 1)
+            user = creds.split(":", 1)[0]
+            return f"{scheme}://{user}:***@{host}"
+        return url

@@ -57,9 +57,7 @@ def test_the_worker_does_not_import_flask(tmp_path: Path) -> None:
 
 
 def test_the_core_imports_neither_flask_nor_torch(tmp_path: Path) -> None:
-    core = [
-        f"trashmap.{p.stem}" for p in (ROOT / "trashmap").glob("*.py") if p.stem != "__main__"
-    ]
+    core = [f"trashmap.{p.stem}" for p in (ROOT / "trashmap").glob("*.py") if p.stem != "__main__"]
     code = f"import sys, importlib; [importlib.import_module(m) for m in {core!r}];" + _loaded(
         ("flask", "werkzeug", "torch", "torchvision", "web", "worker", "ml")
     )

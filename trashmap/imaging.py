@@ -130,7 +130,7 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
         raise UndecodableImage(f"the image data cannot be decoded ({exc})") from None
     if orientation in _TRANSPOSED:
         width, height = height, width
-    return ImageInfo(SUPPORTED_FORMATS[image.format], width, height, orientation)
+    return ImageInfo(SUPPORTED_FORMATS[str(image.format)], width, height, orientation)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

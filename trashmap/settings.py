@@ -5,16 +5,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 
 class SettingsError(ValueError):
     """A TRASHMAP_* variable holds a value that cannot be used."""
 
 
+@overload
+def _env(name: str) -> str | None: ...
+@overload
+def _env(name: str, default: str) -> str: ...
 def _env(name: str, default: str | None = None) -> str | None:
+    """The variable's value; unset and empty both mean the default."""
     value = os.environ.get(name)
-    return value if value not in (None, "") else default
+    return value if value else default
 
 
 def _float(name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:

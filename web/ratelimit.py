@@ -60,7 +60,6 @@ def register_ratelimits(app: Flask, settings: Settings) -> Limiter:
     # Flask-Limiter keeps only weak references to its limiter; the app holds the strong one.
     app.extensions["trashmap_limiter"] = limiter
     if UPLOAD_ENDPOINT in app.view_functions:
-        app.view_functions[UPLOAD_ENDPOINT] = limiter.limit(settings.rate_limit_upload)(
-            app.view_functions[UPLOAD_ENDPOINT]
-        )
+        limited = limiter.limit(settings.rate_limit_upload)(app.view_functions[UPLOAD_ENDPOINT])
+        app.view_functions[UPLOAD_ENDPOINT] = limited  # type: ignore[assignment]
     return limiter

@@ -22,7 +22,7 @@ def photo_query(
     since: datetime | None = None,
     until: datetime | None = None,
     bbox: tuple[float, float, float, float] | None = None,
-) -> Select[tuple[int]]:
+) -> Select[int]:
     """Ids of photos uploaded in [since, until) and inside bbox (west, south, east, north)."""
     query = select(Photo.id).order_by(Photo.id)
     if since is not None:

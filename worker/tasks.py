@@ -46,7 +46,7 @@ def detect_photo(self, photo_id: int, model_version_id: int | None = None) -> st
         raise
     except DBAPIError as exc:
         if exc.connection_invalidated:
-            raise OperationalError(exc.statement, exc.params, exc.orig) from exc
+            raise OperationalError(exc.statement, exc.params, exc.orig or exc) from exc
         _fail(runtime, photo_id, exc)
         raise
     except (SoftTimeLimitExceeded, InferenceTimeoutError) as exc:

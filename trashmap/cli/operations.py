@@ -57,7 +57,7 @@ def models_register(checkpoint: Path, make_active: bool) -> None:
             raise click.ClickException(str(exc)) from None
         click.echo(
             f"{'registered' if created else 'already registered'}: version {row.id} "
-            f"({row.label}, {row.arch}, sha256 {row.weights_sha256[:12]})"
+            f"({row.label}, {row.arch}, sha256 {(row.weights_sha256 or '')[:12]})"
             + (", active" if make_active else "")
         )
 

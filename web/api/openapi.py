@@ -143,7 +143,7 @@ def _operations() -> dict[str, Any]:
     photo_id = _path(
         "photo_id", {"type": "integer", "minimum": 0, "maximum": PHOTO_ID_MAX}, "photo id"
     )
-    staff = [{"bearer": []}, {"apiKey": []}]
+    staff: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
     return {
         "/api/v1/detections": {
             "get": {

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from werkzeug.utils import secure_filename
 
 from trashmap.imaging import DEFAULT_MAX_PIXELS
@@ -84,7 +85,8 @@ def delete_photo(photo_id: int):  # type: ignore[no-untyped-def]
     """Remove a photo, its bytes and its detections (moderation, a takedown request)."""
     session = db()
     # The foreign keys cascade to the bytes and the detections inside the database.
-    deleted = session.execute(delete(Photo).where(Photo.id == photo_id)).rowcount
+    result: CursorResult[Any] = session.execute(delete(Photo).where(Photo.id == photo_id))  # type: ignore[assignment]
+    deleted = result.rowcount
     session.commit()
     if not deleted:
         raise ApiError(404, "not_found", f"no photo with id {photo_id}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -189,7 +189,7 @@ def decode_cursor(cursor: str) -> int:
 
 # feature() and properties_of() unpack rows by position (row_select's column order): a
 # 1000-feature page spends most of its Python time here, and named access costs 4x more.
-def feature(kind: Kind, row: sa.Row[Any]) -> dict[str, Any]:
+def feature(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
     """An RFC 7946 Feature: coordinates are [lon, lat]; no uploader identity."""
     if kind == "detections":
         (
@@ -234,7 +234,7 @@ def feature(kind: Kind, row: sa.Row[Any]) -> dict[str, Any]:
     }
 
 
-def properties_of(kind: Kind, row: sa.Row[Any]) -> dict[str, Any]:
+def properties_of(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
     """The flat fields of a row, in CSV column order."""
     if kind == "detections":
         (

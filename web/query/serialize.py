@@ -70,20 +70,3 @@ def photo_json(photo: Photo, detections: list[Detection]) -> dict[str, Any]:
         "created_at": photo.created_at.isoformat() if photo.created_at else None,
         "processed_at": photo.processed_at.isoformat() if photo.processed_at else None,
     }
-
-
-def detection_feature(det: Detection, photo: Photo) -> dict[str, Any]:
-    """An RFC 7946 Feature: coordinates are [lon, lat]."""
-    return {
-        "type": "Feature",
-        "id": det.id,
-        "geometry": {"type": "Point", "coordinates": [det.lon, det.lat]},
-        "properties": {
-            "photo_id": det.photo_id,
-            "label": det.label,
-            "score": round(det.score, 5),
-            "bbox": [round(v, 2) for v in (det.x1, det.y1, det.x2, det.y2)],
-            "model_version": det.model_version.label,
-            "taken_at": iso_taken_at(photo.taken_at, photo.taken_at_offset),
-        },
-    }

@@ -278,6 +278,12 @@ def main() -> None:
             lambda i: naive.page(boxes[i % len(boxes)]),
         ),
         (
+            # The same keyset page through OGC API - Features (what QGIS and GDAL ask for).
+            "city bbox, OGC API items page of 1000",
+            lambda i: get("/ogc/collections/detections/items", {"bbox": bbox_q(i), "limit": 1000}),
+            lambda i: naive.page(boxes[i % len(boxes)]),
+        ),
+        (
             "/grid, world (zoom 2)",
             lambda i: get("/api/v1/grid", {"zoom": 2}),
             lambda i: naive.grid(360 / 4 / 8, None),

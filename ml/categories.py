@@ -21,7 +21,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-BACKGROUND = 0
 # `--classes all`: the annotation file's own categories, in id order.
 FROM_ANNOTATIONS = "all"
 _MATCH_FIELDS = ("name", "supercategory")

@@ -15,11 +15,7 @@ from typing import Any
 
 import click
 
-from ml.cli_options import train_options
-
-EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
-OUT_DIR = click.Path(file_okay=False, path_type=Path)
+from ml.train_options import EXISTING_DIR, EXISTING_FILE, OUT_DIR, click_options
 
 
 def _setup_logging() -> None:
@@ -170,35 +166,7 @@ def _echo_training(result: Any) -> None:
 
 
 @ml.command()
-@click.option(
-    "--annotations", type=EXISTING_FILE, required=True, help="COCO file of the training images."
-)
-@click.option(
-    "--images",
-    type=EXISTING_DIR,
-    required=True,
-    help="Folder the annotations' file_name paths are relative to.",
-)
-@click.option(
-    "--out",
-    type=OUT_DIR,
-    required=True,
-    help="Run folder: best.pt, last.pt, log.csv, tensorboard/, val_images/.",
-)
-@click.option(
-    "--val-annotations",
-    type=EXISTING_FILE,
-    default=None,
-    help="COCO file that picks the best epoch (default: a stratified "
-    "--val-fraction of --annotations).",
-)
-@click.option(
-    "--test-annotations",
-    type=EXISTING_FILE,
-    default=None,
-    help="COCO file scored once with the chosen checkpoint; never used to choose.",
-)
-@train_options
+@click_options()
 def train(**kwargs: Any) -> None:
     """Fine-tune a Faster R-CNN; keeps the epoch with the best validation mAP (OUT/best.pt)."""
     from ml.train import TrainOptions, main
@@ -244,7 +212,7 @@ def train(**kwargs: Any) -> None:
     is_flag=True,
     help="Only collect finished folds into cv_summary.json.",
 )
-@train_options
+@click_options(per_fold=False)
 def cv(
     annotations: Path | None,
     images: Path | None,

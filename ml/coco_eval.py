@@ -80,8 +80,8 @@ def coco_metrics(
         }
         for key in SUMMARY_KEYS:
             metrics[key] = 0.0 if areas and present.get(key, True) else None
-        per_class = {n: (0.0 if i + 1 in gt_labels else None) for i, n in enumerate(class_names)}
-        return {**metrics, "per_class": per_class, "per_class_ap50": dict(per_class)}
+        zeros = {n: (0.0 if i + 1 in gt_labels else None) for i, n in enumerate(class_names)}
+        return {**metrics, "per_class": zeros, "per_class_ap50": dict(zeros)}
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         dt = gt.loadRes(results)

@@ -44,11 +44,17 @@ def fold_dir(out: Path, k: int) -> Path:
     return out / f"fold_{k}"
 
 
-def prepare(cv: CVOptions, options: TrainOptions) -> dict[str, Any]:
-    """Make the folds (seeded by --seed) and write them under out/folds/."""
+def _data(cv: CVOptions) -> tuple[Path, Path]:
+    """The annotation file and image folder, which every step but summarising needs."""
     if cv.annotations is None or cv.images is None:
         raise ValueError("--annotations and --images are needed to make and train folds")
-    data = read_coco(cv.annotations)
+    return cv.annotations, cv.images
+
+
+def prepare(cv: CVOptions, options: TrainOptions) -> dict[str, Any]:
+    """Make the folds (seeded by --seed) and write them under out/folds/."""
+    annotations, _ = _data(cv)
+    data = read_coco(annotations)
     class_set = load_class_set(options.classes, data["categories"])
     folds = make_folds(data, class_set, cv.folds, options.seed, options.val_fraction)
     return write_folds(data, class_set, folds, cv.out / "folds", options.seed)
@@ -56,13 +62,14 @@ def prepare(cv: CVOptions, options: TrainOptions) -> dict[str, Any]:
 
 def run_fold(k: int, cv: CVOptions, options: TrainOptions) -> train.TrainResult:
     """Train fold k on its train split, pick its epoch on its val split, score its test split."""
+    _, images = _data(cv)
     split = cv.out / "folds" / f"fold_{k}"
     fold_options = dataclasses.replace(
         options,
         annotations=split / "train.json",
         val_annotations=split / "val.json",
         test_annotations=split / "test.json",
-        images=cv.images,
+        images=images,
         out=fold_dir(cv.out, k),
     )
     logger.info("fold %d of %d -> %s", k, cv.folds, fold_options.out)

@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
 from torchvision.models import detection
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.transforms.v2 import functional as F  # noqa: N812 (torchvision convention)
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} asked for, but this machine has no usable CUDA GPU")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device {device!r} asked for, but this machine has only "
+            f"{torch.cuda.device_count()} CUDA GPU(s)"
+        )
     return resolved
 
 
@@ -278,7 +284,8 @@ class Detector:
             return []
         threshold = self.info.score_threshold if score_threshold is None else score_threshold
         # The model drops boxes below its own threshold before NMS; keep it in step with ours.
-        self.model.roi_heads.score_thresh = threshold
+        # torch types every submodule as Tensor | Module.
+        cast(RoIHeads, self.model.roi_heads).score_thresh = threshold
         outputs = self.model([self.to_tensor(image) for image in images])
         return [self._detections(out, threshold, max_detections) for out in outputs]
 

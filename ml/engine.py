@@ -9,7 +9,7 @@ import resource
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,15 +72,16 @@ def train_one_epoch(
     sums: dict[str, float] = defaultdict(float)
     steps = images_seen = 0
     start = time.perf_counter()
-    total = len(loader) if hasattr(loader, "__len__") else None
+    total = len(loader) if isinstance(loader, Sized) else None
     bar = tqdm(loader, total=total, desc=f"epoch {epoch}", disable=not progress, leave=False)
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(bar):
         images, targets = _to_device(batch, device)
         stepping = (i + 1) % accumulate == 0 or (total is not None and i + 1 == total)
         # Under DDP, gradients sync only on the micro-batch that steps.
-        defer = not stepping and hasattr(model, "no_sync")
-        sync = model.no_sync() if defer else contextlib.nullcontext()
+        sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if not stepping and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            sync = model.no_sync()
         with sync:
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 loss_dict = model(images, targets)
@@ -132,12 +133,15 @@ def _step(
     optimizer.zero_grad(set_to_none=True)
 
 
-_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+# The normalisation layers whose running statistics training updates.
+BatchNorm = (
+    torch.nn.BatchNorm1d | torch.nn.BatchNorm2d | torch.nn.BatchNorm3d | torch.nn.SyncBatchNorm
+)
 
 
-def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+def batchnorm_layers(model: torch.nn.Module) -> list[BatchNorm]:
     """BatchNorm layers that keep running statistics (FrozenBatchNorm2d is not one)."""
-    return [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]
+    return [m for m in model.modules() if isinstance(m, BatchNorm) and m.track_running_stats]
 
 
 @torch.no_grad()  # not inference_mode: the statistics must stay ordinary tensors for training
@@ -192,7 +196,7 @@ def evaluate(
     """Detections per image, boxes mapped back to the annotation's pixel coordinates."""
     model.eval()
     results: list[dict[str, Any]] = []
-    total = len(loader) if hasattr(loader, "__len__") else None
+    total = len(loader) if isinstance(loader, Sized) else None
     bar = tqdm(loader, total=total, desc="eval", disable=not progress, leave=False)
     for images, targets in bar:
         inputs = [img.to(device, non_blocking=True) for img in images]

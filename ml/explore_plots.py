@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ml.images import open_oriented
 from ml.visualize import draw_boxes, shrink
 
@@ -57,7 +59,7 @@ def sample_grid(data: dict[str, Any], images_dir: Path, path: Path, count: int) 
     by_image: dict[int, list[dict[str, Any]]] = {}
     for ann in data["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    drawn = []
+    drawn: list[tuple[str, Image.Image]] = []
     for img in data["images"]:
         if len(drawn) == count:
             break

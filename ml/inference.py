@@ -11,7 +11,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -87,7 +87,9 @@ class BatchPredictor:
         if compile_model:
             # The backbone sees few distinct shapes (batches are grouped by shape); the
             # detection heads have data-dependent shapes and stay eager.
-            detector.model.backbone = torch.compile(detector.model.backbone, dynamic=False)
+            backbone = detector.model.get_submodule("backbone")
+            # torch.compile wraps a Module in an OptimizedModule, itself a Module.
+            detector.model.backbone = cast(torch.nn.Module, torch.compile(backbone, dynamic=False))
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":

@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,68 +14,13 @@ from ml import distributed
 from ml.categories import ClassSet, load_class_set
 from ml.data import GroupedBatchSampler, TacoDataset, collate
 from ml.data.coco_file import read_coco
-from ml.detector import DEFAULT_ARCH, ModelInfo
+from ml.detector import ModelInfo
 from ml.splits import holdout, presence_matrix
+from ml.train_options import TrainOptions
 from ml.transforms import AugmentOptions, eval_transforms, train_transforms
 from ml.weights import freeze_batchnorm, initial_model
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """Everything `trashmap ml train` accepts; `trashmap ml cv` passes the same to each fold."""
-
-    annotations: Path
-    images: Path
-    out: Path
-    val_annotations: Path | None = None
-    test_annotations: Path | None = None
-    val_fraction: float = 0.15
-    model: str = DEFAULT_ARCH
-    classes: str = "taco15"
-    weights: str = "torchvision"
-    trainable_backbone_layers: int | None = None
-    epochs: int = 20
-    batch_size: int = 4
-    accumulate: int = 1
-    optimizer: str = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_iters: int = 0
-    lr_patience: int = 3
-    lr_factor: float = 0.1
-    clip_grad: float | None = None
-    precise_bn: int = 0
-    select_on: str = "map"
-    min_size: int = 800
-    max_size: int = 1333
-    hflip: float = 0.5
-    vflip: float = 0.0
-    scale_jitter: float = 0.0
-    photometric: float = 0.0
-    rois_per_image: int | None = None
-    rpn_proposals: int | None = None
-    freeze_bn: bool = False
-    keep_empty: bool = True
-    device: str = "auto"
-    amp: bool = True
-    workers: int = 4
-    threads: int | None = None
-    seed: int = 42
-    resume: bool = False
-    val_images: int = 4
-    score_threshold: float = 0.5
-    name: str = "trashmap"
-    version: str | None = None
-    tensorboard: bool = True
-    progress: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form, stored in checkpoints."""
-        values = dataclasses.asdict(self).items()
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in values}
 
 
 def seed_everything(seed: int) -> None:

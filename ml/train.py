@@ -28,7 +28,7 @@ from ml.engine import (
     reset_peak_memory,
     train_one_epoch,
 )
-from ml.recipe import TrainOptions
+from ml.train_options import TrainOptions
 from ml.training_log import TrainingLog, metric_columns
 from ml.transforms import eval_transforms
 
@@ -81,7 +81,8 @@ def _recalibrate(
     amp = options.amp and device.type == "cuda"
     used = recalibrate_batchnorm(model, loader, device, options.precise_bn, amp=amp)
     norms = batchnorm_layers(model)
-    distributed.average(ctx, [t for m in norms for t in (m.running_mean, m.running_var)])
+    stats = [t for m in norms for t in (m.running_mean, m.running_var) if t is not None]
+    distributed.average(ctx, stats)
     logger.debug("BatchNorm statistics of %d layers recomputed over %d batches", len(norms), used)
 
 

@@ -63,7 +63,7 @@ def initial_model(
     load_weights_file(model, path)
     # torchvision freezes the backbone's BatchNorm when it starts from pretrained weights;
     # a warm start from a file gets the same, so small batches do not wreck the statistics.
-    frozen = freeze_batchnorm(model.backbone.body)
+    frozen = freeze_batchnorm(model.get_submodule("backbone.body"))
     logger.info("froze %d BatchNorm layers of the pretrained backbone", frozen)
     return model
 

@@ -9,6 +9,10 @@ ensure_map_packages() {
   [ -e "/usr/share/postgresql/$pg_version/extension/postgis.control" ] \
     || wanted+=("postgresql-$pg_version-postgis-3")
   command -v chromium >/dev/null || wanted+=(chromium)
+  # tests/reliability/test_slow_clients.py runs deploy/nginx.conf in front of gunicorn.
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || wanted+=(nginx-light)
+  # ogrinfo / ogr2ogr: tests/web/test_ogc.py reads the OGC API and the exports with GDAL.
+  command -v ogrinfo >/dev/null || wanted+=(gdal-bin)
   [ ${#wanted[@]} -eq 0 ] && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo ">> installing ${wanted[*]}"

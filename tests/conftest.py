@@ -59,6 +59,11 @@ class ManifestRow:
     def decodable(self) -> bool:
         return "cannot decode" not in self.notes
 
+    @property
+    def accepted(self) -> bool:
+        """The upload stores it: decodable, and not refused for its size (trashmap.imaging)."""
+        return self.decodable and "refused at upload" not in self.notes
+
 
 def _num(text: str) -> float | None:
     return float(text) if text.strip() else None

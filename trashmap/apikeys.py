@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session
 
 from trashmap.models import ApiKey, utcnow
 
-# read:stats - GET /api/v1/stats; export - the bulk exports; write - staff changes (delete).
-SCOPES = ("read:stats", "export", "write")
+# read:stats - GET /api/v1/stats and /models/compare; export - the bulk exports; write -
+# staff changes (delete); review - the review queue and verified annotations.
+SCOPES = ("read:stats", "export", "write", "review")
 _TOKEN = re.compile(r"^tm_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
+_PREFIX = re.compile(r"^[0-9a-f]{12}$")
 # last_used_at is refreshed at most this often, so busy keys do not write on every request.
 TOUCH_EVERY = timedelta(minutes=1)
 
@@ -60,11 +62,16 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def revoke_key(session: Session, id_or_prefix: str) -> ApiKey:
-    """Mark a key revoked (by id or prefix); it stops working at once."""
-    query = select(ApiKey).where(ApiKey.prefix == id_or_prefix)
-    if id_or_prefix.isdigit():
-        query = select(ApiKey).where(ApiKey.id == int(id_or_prefix))
-    key = session.scalar(query)
+    """Mark a key revoked (by id or prefix); it stops working at once.
+
+    A prefix is 12 hex digits and may be all decimal digits; ids stay below 2**31 (at most
+    10 digits), so a 12-character value is always a prefix and a shorter number an id.
+    """
+    key = None
+    if _PREFIX.match(id_or_prefix):
+        key = session.scalar(select(ApiKey).where(ApiKey.prefix == id_or_prefix))
+    elif id_or_prefix.isdigit() and int(id_or_prefix) < 2**31:
+        key = session.get(ApiKey, int(id_or_prefix))
     if key is None:
         raise ApiKeyError(f"no API key {id_or_prefix!r}")
     if key.revoked_at is None:

@@ -1,7 +1,9 @@
 """Decoding photos and turning them upright by their EXIF orientation: the one implementation.
 
 The upload (validation, oriented size), the public image, the detection workers and ml/'s
-datasets all decode here with Pillow (+ pillow-heif); no torch, no Flask.
+datasets all decode here with Pillow (+ pillow-heif); no torch, no Flask. The limits that
+bound what a decode may cost (pixels, JPEG scans, shape, CPU time) live here too, so the
+workers refuse what the upload refuses.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,26 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp")
 # EXIF orientations 5-8 turn the stored image by 90 degrees, swapping width and height.
 _TRANSPOSED = {5, 6, 7, 8}
 DEFAULT_MAX_PIXELS = 120_000_000  # a 108 MP phone sensor fits; a decompression bomb does not
+# Upload shape limits: smaller or thinner images are banners, icons or attacks, not litter.
+MIN_SIDE = 16
+MAX_ASPECT = 50
+# A progressive JPEG's decode cost grows with its scan count, even at reduced scale (each
+# scan walks every block). Cameras and libjpeg's default script write about 10 scans.
+MAX_JPEG_SCANS = 100
+# Pixels x scans a decode may cost (the pre-check before any pixel is decoded): a 108 MP
+# photo with the usual 10 scans fits, the same photo with 100 repeated scans does not.
+MAX_SCAN_PIXELS = 2_000_000_000
+# CPU seconds the upload's validating decode may take, measured on the decoding thread
+# (the decode runs in C and cannot be interrupted; the pre-check above bounds it first).
+DEFAULT_DECODE_CPU_S = 5.0
+# Segments a JPEG marker walk reads at most: real files have a few dozen.
+_MAX_JPEG_SEGMENTS = 4 * MAX_JPEG_SCANS + 1000
+# The next marker inside entropy-coded data: 0xFF not followed by a stuffed 0x00 or a restart
+# marker (RST0-7); 0xFF 0xFF is fill before a marker, which the walk steps over. A literal
+# first byte lets the regex engine skip ahead fast (~1 ms per MB).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+# Markers without a length field: TEM, RST0-7, SOI, EOI.
+_STANDALONE = {0x01, *range(0xD0, 0xDA)}
 
 
 class ImageError(ValueError):
@@ -51,6 +75,22 @@ class UndecodableImage(ImageError):
 
 class ImageTooLarge(ImageError):
     code = "image_too_large"
+
+
+class ImageTooSmall(ImageError):
+    code = "image_too_small"
+
+
+class AspectRatio(ImageError):
+    code = "aspect_ratio"
+
+
+class TooManyScans(ImageError):
+    code = "too_many_scans"
+
+
+class DecodeBudget(ImageError):
+    code = "decode_budget"
 
 
 @dataclass(frozen=True)
@@ -94,7 +134,52 @@ def _open(source: bytes | Path, max_pixels: int) -> Image.Image:
     # Checked before decoding a single pixel, so a bomb never allocates its buffer.
     if width * height > max_pixels:
         raise ImageTooLarge(f"{width}x{height} exceeds the {max_pixels} pixel limit")
+    # Bytes come from uploads and the workers (untrusted); files on disk are ml/'s datasets,
+    # whose headers are read by the thousand and are not walked here.
+    if image.format in ("JPEG", "MPO") and isinstance(source, bytes):
+        scans = count_jpeg_scans(source)
+        if scans > MAX_JPEG_SCANS:
+            raise TooManyScans(
+                f"the JPEG has more than {MAX_JPEG_SCANS} scans; cameras write about 10"
+            )
+        if width * height * scans > MAX_SCAN_PIXELS:
+            raise DecodeBudget(
+                f"{width}x{height} pixels in {scans} progressive scans exceed the decode budget"
+                f" of {MAX_SCAN_PIXELS:,} pixel-scans"
+            )
     return image
+
+
+def count_jpeg_scans(data: bytes) -> int:
+    """SOS markers of the first JPEG in `data`, read from segment headers without decoding.
+
+    Walks the marker segments by their lengths and skips each scan's entropy-coded data to
+    the next marker; stops after MAX_JPEG_SCANS + 1 scans, so the walk itself is bounded.
+    """
+    pos, scans, segments, size = 2, 0, 0, len(data)
+    while pos + 4 <= size and scans <= MAX_JPEG_SCANS:
+        segments += 1
+        if segments > _MAX_JPEG_SEGMENTS:
+            raise TooManyScans(f"the JPEG has more than {_MAX_JPEG_SEGMENTS} segments")
+        if data[pos] != 0xFF:
+            break  # not a marker: Pillow reports the damage when it decodes
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return scans
 
 
 def orientation_of(image: Image.Image) -> int:
@@ -113,11 +198,23 @@ def oriented_size(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         return (height, width) if orientation_of(image) in _TRANSPOSED else (width, height)
 
 
-def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
-    """Validate that `data` fully decodes and return its oriented size."""
+def inspect_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, cpu_budget_s: float = DEFAULT_DECODE_CPU_S
+) -> ImageInfo:
+    """Validate that `data` is a usable photo that fully decodes; return its oriented size.
+
+    Refused before decoding: too small, too thin, too many pixels or progressive scans.
+    Refused after decoding: a decode that took more than `cpu_budget_s` CPU seconds, so
+    the workers never spend that much on it again.
+    """
     image = _open(data, max_pixels)
     width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise ImageTooSmall(f"{width}x{height}: the shorter side must be at least {MIN_SIDE} px")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise AspectRatio(f"{width}x{height}: the aspect ratio must not exceed 1:{MAX_ASPECT}")
     orientation = orientation_of(image)
+    started = time.thread_time()
     try:
         # A reduced-scale JPEG decode still reads every entropy-coded byte, so a truncated
         # file fails here, at an eighth of the cost of a full decode.
@@ -128,6 +225,9 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
         raise ImageTooLarge(str(exc)) from None
     except Exception as exc:
         raise UndecodableImage(f"the image data cannot be decoded ({exc})") from None
+    spent = time.thread_time() - started
+    if spent > cpu_budget_s:
+        raise DecodeBudget(f"decoding took {spent:.2f} CPU s, over the {cpu_budget_s:g} s budget")
     if orientation in _TRANSPOSED:
         width, height = height, width
     return ImageInfo(SUPPORTED_FORMATS[str(image.format)], width, height, orientation)

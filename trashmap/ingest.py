@@ -40,7 +40,7 @@ class ClientFields:
 
 def parse_client_fields(form: Mapping[str, str]) -> ClientFields:
     """Validate the optional `lat`, `lon`, `taken_at` form fields."""
-    unknown = sorted(set(form) - ALLOWED_FIELDS)
+    unknown = sorted(str(name) for name in set(form) - ALLOWED_FIELDS)  # a part may lack a name
     if unknown:
         raise FormError(
             "unknown_field",
@@ -48,9 +48,11 @@ def parse_client_fields(form: Mapping[str, str]) -> ClientFields:
         )
     lat_raw, lon_raw = form.get("lat", "").strip(), form.get("lon", "").strip()
     geotag = None
-    if lat_raw or lon_raw:
+    if "lat" in form or "lon" in form:  # an empty one is a client bug, not "no location"
         if not (lat_raw and lon_raw):
-            raise FormError("invalid_location", "send both lat and lon, or neither")
+            raise FormError(
+                "invalid_location", "send both lat and lon (decimal degrees), or neither"
+            )
         try:
             lat, lon = float(lat_raw), float(lon_raw)
         except ValueError:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -87,7 +88,14 @@ class Photo(Base):
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(16), default=PhotoStatus.queued.value)
     error: Mapped[str | None] = mapped_column(Text)
+    # Runs that ended with their worker gone (killed, out of memory), since the last finished one.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The lease of a `processing` photo: the worker process running it (a `workers` id), until
+    # when (renewed by its heartbeat), and a token that grows with every start, so a write
+    # from a run that lost its lease is dropped.
+    leased_by: Mapped[int | None] = mapped_column(Integer)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The model version whose detections the photo page shows (the last completed run).
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -109,6 +117,21 @@ class Photo(Base):
         return self.lat is not None and self.lon is not None
 
 
+class Worker(Base):
+    """A detection worker process, alive while its `heartbeat_at` is recent."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+
 class PhotoBlob(Base):
     """A photo's original bytes, apart from the metadata so listing photos never loads them."""
 
@@ -120,6 +143,26 @@ class PhotoBlob(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
     photo: Mapped[Photo] = relationship(back_populates="blob")
+
+
+class PhotoDerivative(Base):
+    """A public rendition of a photo (metadata-free JPEG of one size), computed once.
+
+    Keyed by the photo's sha256: deleting the photo deletes its renditions with it.
+    """
+
+    __tablename__ = "photo_derivatives"
+
+    sha256: Mapped[str] = mapped_column(
+        String(64), ForeignKey("photos.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    size: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# The key of model_versions.metrics that marks a random, untrained detector's row.
+UNTRAINED_KEY = "untrained"
 
 
 class ModelVersion(Base):
@@ -141,6 +184,11 @@ class ModelVersion(Base):
     @property
     def label(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def untrained(self) -> bool:
+        """A random detector (`trashmap worker --untrained`): its detections mean nothing."""
+        return bool((self.metrics or {}).get(UNTRAINED_KEY))
 
 
 class Detection(Base):
@@ -170,6 +218,52 @@ class Detection(Base):
 
     photo: Mapped[Photo] = relationship(back_populates="detections")
     model_version: Mapped[ModelVersion] = relationship(lazy="joined")
+
+
+class AnnotationSet(Base):
+    """One review of a photo: its boxes (or "no litter"), by whom and when.
+
+    Sets are only ever added: the photo's newest set (highest id) is the current one, the
+    older ones are its audit trail. A photo with any set is verified.
+    """
+
+    __tablename__ = "annotation_sets"
+    __table_args__ = (Index("ix_annotation_sets_photo_id_id", "photo_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"))
+    no_litter: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The reviewing API key's name, kept as text: it outlives the key's revocation.
+    reviewed_by: Mapped[str] = mapped_column(String(128))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    boxes: Mapped[list[AnnotationBox]] = relationship(
+        back_populates="annotation_set",
+        cascade="all, delete-orphan",
+        order_by="AnnotationBox.id",
+        lazy="selectin",
+    )
+
+
+class AnnotationBox(Base):
+    """One verified box, in the photo's oriented (upright) pixels."""
+
+    __tablename__ = "annotation_boxes"
+    __table_args__ = (
+        CheckConstraint("x2 > x1 AND y2 > y1", name="box_ordered"),
+        Index("ix_annotation_boxes_set_id", "set_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(128))
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+
+    annotation_set: Mapped[AnnotationSet] = relationship(back_populates="boxes")
 
 
 class ApiKey(Base):

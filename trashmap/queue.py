@@ -77,6 +77,25 @@ class DetectionQueue:
             return False
         return True
 
+    def backlog(self) -> int | None:
+        """Messages waiting in the detection queue (not those workers hold); None when the
+        broker cannot say."""
+        from amqp.exceptions import ChannelError
+
+        try:
+            with self.celery.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=3)
+                try:
+                    declared = conn.default_channel.queue_declare(
+                        queue=self.settings.queue_name, passive=True
+                    )
+                except ChannelError:  # no such queue (Redis drops an empty one): nothing waits
+                    return 0
+                return int(declared.message_count)
+        except Exception as exc:  # kombu raises many connection error types
+            logger.info("broker backlog unknown: %s", exc)
+            return None
+
     def ping(self) -> bool:
         """True when the broker accepts a connection."""
         try:

@@ -78,6 +78,14 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _public_url(name: str) -> str:
+    """An http(s) base URL without a trailing slash, or empty."""
+    raw = (_env(name) or "").rstrip("/")
+    if raw and (not raw.startswith(("http://", "https://")) or "?" in raw or "#" in raw):
+        raise SettingsError(f"{name}={raw!r} must be a base URL like https://trashmap.example.org")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a trashmap process can be told; see `.env.example` for each variable."""
@@ -88,7 +96,8 @@ class Settings:
     queue_name: str = "trashmap.detect"
     weights: Path | None = None
     device: str = "auto"
-    score_threshold: float = 0.5
+    # None = each checkpoint's own threshold (0.5 for an untrained, random detector).
+    score_threshold: float | None = None
     max_upload_mb: float = 40.0
     # Used only by `trashmap worker --untrained` (no checkpoint to describe the model).
     untrained_arch: str = "fasterrcnn_resnet50_fpn_v2"
@@ -114,9 +123,13 @@ class Settings:
     # Port of a worker's Prometheus endpoint; 0 = none.
     metrics_port: int = 0
     # Reconciler: run every N seconds in each worker (0 = never); re-queue photos left queued
-    # longer than reconcile_after_s (processing ones: past the broker's redelivery time too).
-    reconcile_interval_s: int = 60
+    # longer than reconcile_after_s, and processing ones whose worker's lease has expired.
+    reconcile_interval_s: int = 10
     reconcile_after_s: int = 900
+    # Leases: each worker process renews its heartbeat every heartbeat_s; a worker silent for
+    # lease_timeout_s is dead, and the photos it held are run again by another worker.
+    heartbeat_s: float = 5.0
+    lease_timeout_s: int = 30
     log_level: str = "INFO"
     secret_key: str = field(default="", repr=False)
     # flask-limiter limit strings ("120/minute;2000/hour"), per API key or else per client IP.
@@ -126,6 +139,13 @@ class Settings:
     # Where counters live; empty = the broker when it is Redis (shared by all web processes),
     # else this process's memory.
     rate_limit_storage_url: str = field(default="", repr=False)
+    # The service's public base URL (https://trashmap.example.org), for absolute links in
+    # answers; empty = links are root-relative paths (never built from the Host header).
+    public_url: str = ""
+    # Reverse proxies in front of the web app (compose: 1, nginx) whose X-Forwarded-For and
+    # X-Forwarded-Proto are trusted for the client address; 0 = none, the socket's peer is
+    # the client.
+    proxy_hops: int = 0
 
     @property
     def is_embedded(self) -> bool:
@@ -139,7 +159,8 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         """Read TRASHMAP_* variables; unset ones fall back to the embedded default."""
-        data_dir = Path(_env("TRASHMAP_DATA_DIR", "var")).expanduser()
+        # Absolute, so `trashmap up`'s children and any later command agree on one folder.
+        data_dir = Path(_env("TRASHMAP_DATA_DIR", "var")).expanduser().resolve()
         weights = _env("TRASHMAP_WEIGHTS")
         min_size = _int("TRASHMAP_MIN_SIZE", 0, lo=0) or None
         max_size = _int("TRASHMAP_MAX_SIZE", 0, lo=0) or None
@@ -150,7 +171,11 @@ class Settings:
             queue_name=_env("TRASHMAP_QUEUE", "trashmap.detect"),
             weights=Path(weights).expanduser() if weights else None,
             device=_env("TRASHMAP_DEVICE", "auto"),
-            score_threshold=_float("TRASHMAP_SCORE_THRESHOLD", 0.5, 0.0, 1.0),
+            score_threshold=(
+                _float("TRASHMAP_SCORE_THRESHOLD", 0.5, 0.0, 1.0)
+                if _env("TRASHMAP_SCORE_THRESHOLD") is not None
+                else None
+            ),
             max_upload_mb=_float("TRASHMAP_MAX_UPLOAD_MB", 40.0, 0.001, 4096),
             untrained_arch=_env("TRASHMAP_UNTRAINED_ARCH", "fasterrcnn_resnet50_fpn_v2"),
             untrained_classes=_int("TRASHMAP_UNTRAINED_CLASSES", 15, lo=1),
@@ -167,14 +192,18 @@ class Settings:
             draft_decode=_bool("TRASHMAP_DRAFT_DECODE", True),
             model_check_s=_float("TRASHMAP_MODEL_CHECK_S", 10.0, 0.0, 86400.0),
             metrics_port=_int("TRASHMAP_METRICS_PORT", 0, lo=0),
-            reconcile_interval_s=_int("TRASHMAP_RECONCILE_INTERVAL_S", 60, lo=0),
+            reconcile_interval_s=_int("TRASHMAP_RECONCILE_INTERVAL_S", 10, lo=0),
             reconcile_after_s=_int("TRASHMAP_RECONCILE_AFTER_S", 900, lo=0),
+            heartbeat_s=_float("TRASHMAP_HEARTBEAT_S", 5.0, 0.1, 3600.0),
+            lease_timeout_s=_int("TRASHMAP_LEASE_TIMEOUT_S", 30, lo=1),
             log_level=_env("TRASHMAP_LOG_LEVEL", "INFO").upper(),
             secret_key=_env("TRASHMAP_SECRET_KEY", ""),
             rate_limit_enabled=_bool("TRASHMAP_RATE_LIMIT_ENABLED", True),
             rate_limit_read=_limit("TRASHMAP_RATE_LIMIT_READ", "600/minute"),
             rate_limit_upload=_limit("TRASHMAP_RATE_LIMIT_UPLOAD", "60/minute;2000/day"),
             rate_limit_storage_url=_env("TRASHMAP_RATE_LIMIT_STORAGE_URL", ""),
+            public_url=_public_url("TRASHMAP_PUBLIC_URL"),
+            proxy_hops=_int("TRASHMAP_PROXY_HOPS", 0, lo=0),
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, url_for
+from sqlalchemy import select
 
+from trashmap.models import ModelVersion
 from trashmap.taxonomy import supercategories
+from web.context import db
 
 bp = Blueprint("pages", __name__)
 
@@ -17,7 +20,20 @@ def home():  # type: ignore[no-untyped-def]
 @bp.get("/map")
 def map_page():  # type: ignore[no-untyped-def]
     """Detections on a Leaflet map with filters, a legend and photo popups."""
-    return render_template("map.html", page="map", supercategories=supercategories())
+    # The page warns when it shows detections of these random detectors.
+    untrained = [row.label for row in db().scalars(select(ModelVersion)) if row.untrained]
+    return render_template(
+        "map.html", page="map", supercategories=supercategories(), untrained_models=untrained
+    )
+
+
+@bp.get("/review")
+def review_page():  # type: ignore[no-untyped-def]
+    """Staff review: the queue, the model's boxes over the photo, edit and save (scope review).
+
+    The page holds no data itself: it signs in with an API key kept in the browser's storage.
+    """
+    return render_template("review.html", page="review")
 
 
 @bp.get("/upload")

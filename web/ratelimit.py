@@ -1,7 +1,9 @@
 """Rate limits of the public API (flask-limiter): per API key when one is sent, else per IP.
 
 Counters live in Redis when the broker is Redis, so every web process shares them; on the
-embedded default they live in each process's memory.
+embedded default they live in each process's memory. While Redis is down each process
+counts in its own memory (flask-limiter's fallback, announced by one warning) and goes
+back to Redis when it answers again: the limits never switch off.
 """
 
 from __future__ import annotations
@@ -40,20 +42,27 @@ def rate_key() -> str:
 
 
 def _not_api() -> bool:
-    return not request.path.startswith("/api/")
+    return not request.path.startswith(("/api/", "/ogc"))
 
 
 def register_ratelimits(app: Flask, settings: Settings) -> Limiter:
-    """Read limit on every /api/ route, the upload limit on POST /api/v1/photos."""
+    """Read limit on every /api/ and /ogc route, the upload limit on POST /api/v1/photos."""
+    uri = storage_url(settings)
     limiter = Limiter(
         rate_key,
         default_limits=[settings.rate_limit_read],
         default_limits_exempt_when=_not_api,
-        storage_uri=storage_url(settings),
+        storage_uri=uri,
+        # An unreachable Redis must cost a request a second at most, not a TCP timeout.
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1}
+        if uri.startswith(("redis://", "rediss://"))
+        else {},
         # Deployments sharing one Redis keep apart through their queue name.
         key_prefix=f"trashmap-limits:{settings.queue_name}",
         headers_enabled=True,
-        swallow_errors=True,  # a Redis outage lifts the limits instead of failing requests
+        # A Redis outage moves the counters into memory (the same limits, per process).
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,  # anything else that fails in the limiter must not fail requests
         enabled=settings.rate_limit_enabled,
     )
     limiter.init_app(app)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from trashmap.db import session_scope
-from trashmap.models import ModelVersion
+from trashmap.models import UNTRAINED_KEY, ModelVersion
 from trashmap.settings import Settings
 from worker import metrics
 from worker.batching import Model
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from ml.detector import Detector
 
 logger = logging.getLogger(__name__)
+
+
+# A random detector has no threshold of its own worth keeping (its checkpoint-less info says 0).
+UNTRAINED_THRESHOLD = 0.5
 
 
 class NoModelError(RuntimeError):
@@ -142,7 +146,7 @@ class ModelLoader:
                 f"{ref.checkpoint} no longer holds the weights registered as {ref.label} "
                 "(its sha256 changed); register the new file as a new version"
             )
-        return self._remember(ref.id, ref.label, detector)
+        return self._remember(ref.id, ref.label, detector, detector.info.score_threshold)
 
     def _untrained(self) -> Model:
         from ml.detector import Detector
@@ -160,9 +164,13 @@ class ModelLoader:
             s.untrained_arch,
         )
         version_id = register_untrained(self.sessions, detector)
-        return self._remember(version_id, f"{detector.info.name}:{detector.info.version}", detector)
+        label = f"{detector.info.name}:{detector.info.version}"
+        return self._remember(version_id, label, detector, UNTRAINED_THRESHOLD)
 
-    def _remember(self, version_id: int, label: str, detector: Detector) -> Model:
+    def _remember(
+        self, version_id: int, label: str, detector: Detector, own_threshold: float
+    ) -> Model:
+        """Cache a loaded detector; TRASHMAP_SCORE_THRESHOLD, when set, overrides its own."""
         from ml.inference import BatchPredictor
 
         predictor = BatchPredictor(
@@ -172,23 +180,31 @@ class ModelLoader:
             compile_model=self.settings.compile_model,
         )
         self.device = str(detector.device)
-        model = Model(version_id, label, predictor)
+        threshold = self.settings.score_threshold
+        model = Model(
+            version_id, label, predictor, own_threshold if threshold is None else threshold
+        )
         self._cache[version_id] = model
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         logger.info(
-            "loaded model version %s (%s) on %s, %s",
+            "loaded model version %s (%s) on %s, %s, score threshold %s",
             version_id,
             label,
             detector.device,
             predictor.precision,
+            model.score_threshold,
         )
         return model
 
 
 def register_untrained(sessions: sessionmaker[Session], detector: Detector) -> int:
-    """The model_versions row of a random detector (never activated: it has no file)."""
+    """The model_versions row of a random detector (never activated: it has no file).
+
+    Its metrics say `"untrained": true`, which the API, the map and the CLI show.
+    """
     info = detector.info
+    metrics = {**(info.metrics or {}), UNTRAINED_KEY: True}
     with session_scope(sessions) as session:
         row = session.scalar(
             select(ModelVersion).where(
@@ -202,8 +218,10 @@ def register_untrained(sessions: sessionmaker[Session], detector: Detector) -> i
                 arch=info.arch,
                 weights_sha256=detector.weights_sha256,
                 class_names=list(info.class_names),
-                metrics=info.metrics or None,
+                metrics=metrics,
             )
             session.add(row)
             session.flush()
+        elif not row.untrained:  # a row registered before untrained rows were marked
+            row.metrics = {**(row.metrics or {}), **metrics}
         return row.id

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from PIL import Image
 from sqlalchemy import delete
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from trashmap import rollup
@@ -17,7 +22,8 @@ from trashmap.imaging import ImageError
 from trashmap.models import Detection, Photo, PhotoStatus, utcnow
 from trashmap.storage import PhotoBytesMissing, get_photo_bytes
 from worker import metrics
-from worker.batching import Inference
+from worker.batching import DeadlineExceeded, Inference
+from worker.leases import Membership, lease_held, worker_alive
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +31,8 @@ if TYPE_CHECKING:
     from ml.detector import Detection as Found
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,30 +44,84 @@ class Outcome:
 
 
 class GaveUp(Exception):
-    """The photo was started too often without finishing: it kills or hangs its worker."""
+    """The photo's worker died too often while running it: it kills or hangs its worker."""
 
 
-def start(sessions: sessionmaker[Session], photo_id: int, max_attempts: int) -> Photo | None:
-    """Mark the photo processing (committed) and return it; None if it no longer exists.
+class Busy(Exception):
+    """Another living run holds the photo (a duplicate delivery): leave it to that run."""
 
-    `attempts` counts starts since the last finished run. A photo that takes its worker
-    down (a decoder crash, the OOM killer) is redelivered again and again; past
-    `max_attempts` it is failed instead, so it cannot stall the queue forever.
+
+class Settled(Exception):
+    """The photo is done or failed already: a late duplicate of a message that was run."""
+
+
+# Database and broker outages are worth waiting for (the task retries); anything else is not.
+TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An outage, not a fault of the photo: a lost connection or a timeout reaching a server."""
+    if isinstance(exc, DeadlineExceeded):
+        return False
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def start(
+    sessions: sessionmaker[Session],
+    photo_id: int,
+    max_attempts: int,
+    membership: Membership,
+    model_version_id: int | None = None,
+) -> Photo | None:
+    """Lease the photo to this process and mark it processing (committed); None if gone.
+
+    `attempts` counts runs whose worker died (found here, or by the reconciler when it takes
+    a dead worker's photos back), never retries after an outage: a photo that keeps killing
+    its worker is failed once `max_attempts` is reached, so it cannot stall the queue.
+    Raises Busy when a living run holds the photo, GaveUp past `max_attempts`, Settled
+    when a message for the active model finds the photo finished (every sender marks a
+    photo queued before it sends; only a duplicate finds it done).
     """
-    with session_scope(sessions) as session:
-        photo = session.get(Photo, photo_id, with_for_update=_row_lock(session))
-        if photo is None:
-            return None
-        if (photo.attempts or 0) >= max_attempts:
-            raise GaveUp(
-                f"gave up after {photo.attempts} attempts: the worker stopped while processing "
-                "this photo each time (crash or out of memory)"
-            )
-        photo.status = PhotoStatus.processing.value
-        photo.attempts = (photo.attempts or 0) + 1
-        session.flush()
-        session.expunge(photo)
-        return photo
+    if not membership.claim(photo_id):
+        raise Busy(f"photo {photo_id} is already running in this process")
+    try:
+        with session_scope(sessions) as session:
+            photo = session.get(Photo, photo_id, with_for_update=_row_lock(session))
+            if photo is None:
+                membership.release(photo_id)
+                return None
+            if model_version_id is None and photo.status in _SETTLED:
+                raise Settled(f"photo {photo_id} is {photo.status} already")
+            attempts = photo.attempts or 0
+            if photo.status == PhotoStatus.processing.value and photo.leased_by != (
+                membership.worker_id
+            ):
+                if lease_held(session, photo, membership.lease_timeout_s):
+                    raise Busy(f"photo {photo_id} is running on worker {photo.leased_by}")
+                if not worker_alive(session, photo.leased_by, membership.lease_timeout_s):
+                    attempts += 1  # its worker died while running it
+            # (Leased by this process but not running here: a retry after an outage.)
+            if attempts >= max_attempts:
+                raise GaveUp(
+                    f"gave up after {attempts} attempts: the worker stopped while processing "
+                    "this photo each time (crash or out of memory)"
+                )
+            photo.status = PhotoStatus.processing.value
+            photo.attempts = attempts
+            photo.leased_by = membership.worker_id
+            photo.lease_expires_at = membership.expires_at()
+            photo.lease_token = (photo.lease_token or 0) + 1
+            session.flush()
+            session.expunge(photo)
+            return photo
+    except BaseException:
+        membership.release(photo_id)
+        raise
+
+
+_SETTLED = (PhotoStatus.done.value, PhotoStatus.failed.value)
 
 
 def _row_lock(session: Session) -> bool:
@@ -84,12 +146,17 @@ def write_detections(
     photo_id: int,
     model_version_id: int,
     boxes: list[tuple[str, float, tuple[float, float, float, float]]],
-) -> None:
-    """Replace this photo's detections for this model version and mark it done, atomically."""
+    lease_token: int,
+) -> bool:
+    """Replace this photo's detections for this model version and mark it done, atomically.
+
+    False (nothing written) when the run no longer holds the photo's lease: the reconciler
+    took it back, and another run has it or has finished it.
+    """
     with session_scope(sessions) as session:
         photo = session.get(Photo, photo_id, with_for_update=_row_lock(session))
-        if photo is None:
-            return
+        if photo is None or not _holds(photo, lease_token):
+            return False
         session.execute(
             delete(Detection).where(
                 Detection.photo_id == photo_id, Detection.model_version_id == model_version_id
@@ -113,17 +180,33 @@ def write_detections(
         photo.status = PhotoStatus.done.value
         photo.error = None
         photo.attempts = 0
+        photo.leased_by = None
         photo.model_version_id = model_version_id
         photo.processed_at = utcnow()
+        return True
 
 
-def mark_failed(sessions: sessionmaker[Session], photo_id: int, reason: str) -> None:
-    """Record why the photo cannot be processed; its earlier detections stay."""
+def _holds(photo: Photo, lease_token: int | None) -> bool:
+    return lease_token is None or (
+        photo.status == PhotoStatus.processing.value and photo.lease_token == lease_token
+    )
+
+
+def mark_failed(
+    sessions: sessionmaker[Session], photo_id: int, reason: str, lease_token: int | None = None
+) -> bool:
+    """Record why the photo cannot be processed; its earlier detections stay.
+
+    With `lease_token`, only while that run still holds the photo (see write_detections).
+    """
     with session_scope(sessions) as session:
-        photo = session.get(Photo, photo_id)
-        if photo is not None:
-            photo.status = PhotoStatus.failed.value
-            photo.error = reason[:2000]
+        photo = session.get(Photo, photo_id, with_for_update=_row_lock(session))
+        if photo is None or not _holds(photo, lease_token):
+            return False
+        photo.status = PhotoStatus.failed.value
+        photo.error = reason[:2000]
+        photo.leased_by = None
+        return True
 
 
 class Decoder(Protocol):
@@ -132,7 +215,11 @@ class Decoder(Protocol):
 
 class Infer(Protocol):
     def __call__(
-        self, photo_id: int, image: Image.Image | torch.Tensor, model_version_id: int | None
+        self,
+        photo_id: int,
+        image: Image.Image | torch.Tensor,
+        model_version_id: int | None,
+        timeout_s: float,
     ) -> Inference: ...
 
 
@@ -142,16 +229,25 @@ def detect_photo(
     infer: Infer,
     photo_id: int,
     model_version_id: int | None = None,
+    *,
+    membership: Membership,
     max_attempts: int = 3,
+    time_limit_s: float = 600.0,
+    timeouts: tuple[type[BaseException], ...] = (),
 ) -> Outcome:
     """Run the detector on one stored photo and store what it found.
 
     `decode` turns bytes into an upright image and the factor back to full-size pixels;
-    `infer` blocks until the photo's batch has run. Image problems are permanent (the photo
-    is marked failed); database errors propagate so the caller can retry.
+    `infer` blocks until the photo's batch has run. The photo has `time_limit_s` from its
+    start (decode, the wait for its batch, the batch itself), whatever runs the task, and
+    `timeouts` names the caller's own deadline errors. Image problems, deadlines and bugs
+    fail the photo with a reason; outages (`is_transient`) propagate so the caller retries.
     """
     try:
-        photo = start(sessions, photo_id, max_attempts)
+        photo = start(sessions, photo_id, max_attempts, membership, model_version_id)
+    except (Busy, Settled) as exc:
+        logger.info("photo %s: skipped, %s", photo_id, exc)
+        return Outcome(photo_id, "skipped")
     except GaveUp as exc:
         logger.error("photo %s: %s", photo_id, exc)
         record_failure(sessions, photo_id, str(exc), "gave_up")
@@ -160,22 +256,56 @@ def detect_photo(
         logger.warning("photo %s: gone before detection; nothing to do", photo_id)
         metrics.PHOTOS.labels("missing").inc()
         return Outcome(photo_id, "missing")
-    t0 = time.perf_counter()
     try:
-        with session_scope(sessions) as session:
-            data = get_photo_bytes(session, photo_id)
-        t1 = time.perf_counter()
-        image, factor = decode(data)
-    except (ImageError, PhotoBytesMissing) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        logger.warning("photo %s: failed permanently: %s", photo_id, reason)
-        record_failure(sessions, photo_id, reason, type(exc).__name__)
+        return _run(
+            sessions, decode, infer, photo, model_version_id, time.monotonic() + time_limit_s
+        )
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        if isinstance(exc, (DeadlineExceeded, *timeouts)):
+            reason, kind = f"timed out: the photo took too long ({exc})", "timeout"
+            logger.warning("photo %s: %s", photo_id, reason)
+        elif isinstance(exc, (ImageError, PhotoBytesMissing)):
+            reason, kind = f"{type(exc).__name__}: {exc}", type(exc).__name__
+            logger.warning("photo %s: failed permanently: %s", photo_id, reason)
+        else:
+            # A bug, a model that will not load, an out-of-memory: record it, never swallow it.
+            reason, kind = f"internal error: {type(exc).__name__}: {exc}", type(exc).__name__
+            logger.exception("photo %s: %s", photo_id, reason)
+        if not record_failure(sessions, photo_id, reason, kind, photo.lease_token):
+            return Outcome(photo_id, "superseded")
         return Outcome(photo_id, "failed", reason=reason)
+    finally:
+        membership.release(photo_id)
+
+
+def _run(
+    sessions: sessionmaker[Session],
+    decode: Decoder,
+    infer: Infer,
+    photo: Photo,
+    model_version_id: int | None,
+    deadline: float,
+) -> Outcome:
+    photo_id = photo.id
+    t0 = time.perf_counter()
+    with session_scope(sessions) as session:
+        data = get_photo_bytes(session, photo_id)
+    t1 = time.perf_counter()
+    image, factor = within(deadline, "decoding", decode, data)
     t2 = time.perf_counter()
-    result = infer(photo_id, image, model_version_id)
+    result = infer(photo_id, image, model_version_id, _left(deadline, "waiting for the model"))
     t3 = time.perf_counter()
     boxes = scaled_boxes(result.found, factor, photo.width, photo.height)
-    write_detections(sessions, photo_id, result.model_version_id, boxes)
+    if not write_detections(sessions, photo_id, result.model_version_id, boxes, photo.lease_token):
+        logger.warning(
+            "photo %s: result dropped: the lease was taken back while it ran (another run "
+            "stores it)",
+            photo_id,
+        )
+        metrics.PHOTOS.labels("superseded").inc()
+        return Outcome(photo_id, "superseded")
     rollup.fold_quietly(sessions)
     t4 = time.perf_counter()
     for stage, seconds in (
@@ -201,8 +331,44 @@ def detect_photo(
     return Outcome(photo_id, "done", detections=len(boxes))
 
 
-def record_failure(sessions: sessionmaker[Session], photo_id: int, reason: str, kind: str) -> None:
-    """Mark the photo failed and count it under `kind` (an error class name)."""
-    mark_failed(sessions, photo_id, reason)
+def _left(deadline: float, doing: str) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded(f"no time left before {doing} (TRASHMAP_TASK_TIME_LIMIT)")
+    return left
+
+
+def within(deadline: float, doing: str, fn: Callable[[bytes], T], arg: bytes) -> T:
+    """fn(arg) on a helper thread, given up on at the deadline (a thread cannot be killed:
+    a decoder that hangs keeps its thread, but the photo is failed and the task goes on)."""
+    future: Future[T] = Future()
+
+    def call() -> None:
+        try:
+            future.set_result(fn(arg))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=call, name="trashmap-decode", daemon=True).start()
+    try:
+        return future.result(timeout=_left(deadline, doing))
+    except FutureTimeout:
+        raise DeadlineExceeded(
+            f"{doing} did not finish within the time limit (TRASHMAP_TASK_TIME_LIMIT)"
+        ) from None
+
+
+def record_failure(
+    sessions: sessionmaker[Session],
+    photo_id: int,
+    reason: str,
+    kind: str,
+    lease_token: int | None = None,
+) -> bool:
+    """Mark the photo failed and count it under `kind` (an error class name); False when
+    the run's lease was taken back (the photo belongs to another run now)."""
+    if not mark_failed(sessions, photo_id, reason, lease_token):
+        return False
     metrics.PHOTOS.labels("failed").inc()
     metrics.FAILURES.labels(kind).inc()
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from trashmap.imaging import decode_oriented
 from trashmap.settings import Settings
 from worker import metrics
 from worker.batching import Batcher, Inference
+from worker.leases import Membership
 from worker.loader import ModelLoader
 
 if TYPE_CHECKING:
@@ -28,10 +30,6 @@ UNTRAINED_ENV = "TRASHMAP_UNTRAINED"
 PIN_ENV = "TRASHMAP_PIN_WEIGHTS"
 
 
-class InferenceTimeoutError(RuntimeError):
-    """A photo's batch did not finish within the task time limit."""
-
-
 @dataclass
 class Runtime:
     """Everything a detection task needs, owned by one worker process."""
@@ -40,6 +38,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     loader: ModelLoader
     batcher: Batcher
+    membership: Membership
 
     def decode(self, data: bytes) -> tuple[Image.Image | torch.Tensor, float]:
         """Upright image at the smallest size the model can use, and the factor back."""
@@ -47,16 +46,18 @@ class Runtime:
         return decode_oriented(data, target=target)
 
     def infer(
-        self, photo_id: int, image: Image.Image | torch.Tensor, model_version_id: int | None
+        self,
+        photo_id: int,
+        image: Image.Image | torch.Tensor,
+        model_version_id: int | None,
+        timeout_s: float,
     ) -> Inference:
-        """Submit to this process's batcher and wait for the batch (task threads call this)."""
-        future = self.batcher.submit(photo_id, image, model_version_id)
-        try:
-            return future.result(timeout=self.settings.task_time_limit_s)
-        except TimeoutError:
-            raise InferenceTimeoutError(
-                f"no result within {self.settings.task_time_limit_s} s (TRASHMAP_TASK_TIME_LIMIT)"
-            ) from None
+        """This process's batcher runs the photo (see Batcher.infer)."""
+        return self.batcher.infer(photo_id, image, model_version_id, timeout_s)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.membership.close()
 
 
 _runtime: Runtime | None = None
@@ -72,7 +73,6 @@ def build_runtime(settings: Settings, *, untrained: bool, pinned: bool) -> Runti
         loader.resolve,
         settings.batch_size,
         settings.batch_wait_ms / 1000,
-        settings.score_threshold,
         settings.max_detections,
         after_batch=lambda: _gpu_memory(loader),
     )
@@ -84,7 +84,13 @@ def build_runtime(settings: Settings, *, untrained: bool, pinned: bool) -> Runti
         loader.device,
         settings.batch_size,
     )
-    return Runtime(settings, sessions, loader, batcher)
+    membership = Membership(
+        sessions,
+        f"{socket.gethostname()}:{os.getpid()}",
+        settings.heartbeat_s,
+        settings.lease_timeout_s,
+    )
+    return Runtime(settings, sessions, loader, batcher, membership)
 
 
 def _gpu_memory(loader: ModelLoader) -> None:
@@ -133,4 +139,4 @@ def _on_shutdown(**_: Any) -> None:
 
     stop_periodic()
     if _runtime is not None and _runtime_pid == os.getpid():
-        _runtime.batcher.close()
+        _runtime.close()

@@ -80,24 +80,36 @@ def register_checkpoint(session: Session, path: Path) -> tuple[ModelVersion, boo
 
 
 def find_version(session: Session, ref: str) -> ModelVersion:
-    """A version by id (`3`), `name:version`, or a version string that is unique."""
-    row = None
-    if ref.isdigit():
-        row = session.get(ModelVersion, int(ref))
-    elif ":" in ref:
+    """A version by id (`3`), `name:version`, or a version string that is unique.
+
+    An all-digit ref (a timestamp version, the default) may be either an id or a version
+    string: whichever exists is taken, and both at once is an error that says so.
+    """
+    if ":" in ref:
         name, version = ref.split(":", 1)
         row = session.scalar(
             select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
         )
-    else:
-        rows = list(session.scalars(select(ModelVersion).where(ModelVersion.version == ref)))
-        if len(rows) > 1:
-            raise VersionError(f"{ref!r} names {len(rows)} versions; use NAME:VERSION or the id")
-        row = rows[0] if rows else None
-    if row is None:
-        known = ", ".join(f"{r.id} ({r.label})" for r in list_versions(session)) or "none"
-        raise VersionError(f"no model version {ref!r}; registered: {known}")
-    return row
+        if row is None:
+            raise VersionError(f"no model version {ref!r}; registered: {_known(session)}")
+        return row
+    rows = list(session.scalars(select(ModelVersion).where(ModelVersion.version == ref)))
+    by_id = session.get(ModelVersion, int(ref)) if ref.isdigit() else None
+    if by_id is not None and by_id not in rows:
+        rows.insert(0, by_id)
+    if len(rows) > 1:
+        names = ", ".join(f"id {r.id} ({r.label})" for r in rows)
+        raise VersionError(
+            f"{ref!r} is ambiguous: it names {names}; use NAME:VERSION"
+            + (" (an id matches too)" if by_id is not None else "")
+        )
+    if not rows:
+        raise VersionError(f"no model version {ref!r}; registered: {_known(session)}")
+    return rows[0]
+
+
+def _known(session: Session) -> str:
+    return ", ".join(f"{r.id} ({r.label})" for r in list_versions(session)) or "none"
 
 
 def activate(session: Session, row: ModelVersion) -> None:

@@ -18,6 +18,9 @@ const colorOf = (name) => {
 
 const $ = (id) => document.getElementById(id);
 
+// name:version of untrained (random) detectors, from the page; their detections get a banner.
+const untrainedModels = () => new Set(JSON.parse($("untrained-banner").dataset.models || "[]"));
+
 function filterParams() {
   const q = new URLSearchParams();
   const label = $("f-label").value.trim();
@@ -63,10 +66,12 @@ async function openPopup(map, latlng, props) {
     const escape = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
     popup.setContent(`
       <div class="popup-photo"><img alt="photo ${photo.id}"
-        src="/api/v1/photos/${photo.id}/image?max_size=560">${boxesHtml(photo, props)}</div>
+        src="/api/v1/photos/${photo.id}/image?max_size=512">${boxesHtml(photo, props)}</div>
       <div class="popup-meta"><b>${escape(props.label)}</b> (${escape(props.supercategory || "?")}),
         score ${props.score.toFixed(2)}<br>photo ${photo.id} · ${escape(photo.status)} ·
-        ${photo.detections.length} detections<br>${escape(props.taken_at || "date unknown")}</div>`);
+        ${photo.detections.length} detections${photo.model && photo.model.untrained
+          ? " · <b>UNTRAINED model (random boxes)</b>" : ""}<br>
+        ${escape(props.taken_at || "date unknown")}</div>`);
   } catch (err) {
     popup.setContent(`Could not load the photo: ${err.message}`);
   }
@@ -86,6 +91,7 @@ function start() {
   const map = L.map("map", { worldCopyJump: true, minZoom: 1 }).setView([20, 0], 2);
   L.control.scale().addTo(map);
   const layer = L.layerGroup().addTo(map);
+  const untrained = untrainedModels();
   let generation = 0;
 
   const probe = new Image();
@@ -119,6 +125,8 @@ function start() {
           marker.on("click", () => openPopup(map, [lat, lon], p));
         }
         renderLegend(counts, "markers");
+        $("untrained-banner").hidden =
+          !page.features.some((f) => untrained.has(f.properties.model_version));
         $("summary").textContent = `${page.numberMatched} detections in view`;
       } else {
         q.set("zoom", String(map.getZoom()));
@@ -134,6 +142,8 @@ function start() {
           }).bindTooltip(`${n} detections`).addTo(layer);
         }
         renderLegend({}, "cells");
+        // Cells do not say which model counted them: warn whenever an untrained one exists.
+        $("untrained-banner").hidden = untrained.size === 0;
         $("summary").textContent = `${grid.total} detections in view (counted per cell)`;
       }
       document.body.dataset.loaded = String(mine);

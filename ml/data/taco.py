@@ -187,19 +187,10 @@ class TacoDataset(torch.utils.data.Dataset):
         """0 for portrait, 1 for landscape images; batches mix only one kind."""
         return [int(r.width >= r.height) for r in self.records]
 
-    def label_matrix(self) -> list[list[int]]:
-        """Per image, how many boxes of each class (for stratified splits)."""
-        rows = []
-        for r in self.records:
-            counts = [0] * len(self.class_set.classes)
-            for label in r.labels.tolist():
-                counts[label - 1] += 1
-            rows.append(counts)
-        return rows
-
     def ground_truth(self) -> CocoDict:
         """These images and boxes as COCO in class-set labels, for COCOeval."""
-        images, annotations = [], []
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         for r in self.records:
             images.append(
                 {"id": r.image_id, "width": r.width, "height": r.height, "file_name": r.file_name}

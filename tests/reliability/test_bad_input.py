@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import socket
 import struct
 import zlib
@@ -50,6 +51,31 @@ def _frames() -> list[Image.Image]:
     return [Image.new("RGB", (32, 32), (i * 60, 10, 10)) for i in range(3)]
 
 
+def _scan_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each scan (SOS header + entropy-coded data) of a JPEG."""
+    spans, pos = [], 2
+    while data[pos + 1] != 0xD9:  # EOI
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2 : pos + 4], "big")
+        end = pos + 2 + length
+        if marker == 0xDA:  # skip the entropy-coded data: up to the next real marker
+            end = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, end).start()  # type: ignore[union-attr]
+            spans.append((pos, end))
+        pos = end
+    return spans
+
+
+def progressive_jpeg(width: int, height: int, scans: int) -> bytes:
+    """A real progressive JPEG with `scans` scans: libjpeg's ~10, then its last (a tiny AC
+    refinement of a flat image) repeated. Every scan still walks every block when decoding,
+    which is what makes such a file slow: 2000 scans of 4000x3000 take ~20 CPU s."""
+    data = _encoded(Image.new("RGB", (width, height), (120, 130, 140)), "JPEG", progressive=True)
+    spans = _scan_spans(data)
+    start, end = spans[-1]
+    extra = scans - len(spans)
+    assert extra >= 0
+    return data[:end] + data[start:end] * extra + data[end:]
+
+
 REJECTED = [
     ("zero bytes", b"", 415, "not_an_image"),
     ("text named .jpg", b"just some text\n" * 10, 415, "not_an_image"),
@@ -65,6 +91,11 @@ REJECTED = [
     ),
     ("bmp", _encoded(Image.new("RGB", (8, 8)), "BMP"), 415, "unsupported_format"),
     ("jpeg header only", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", 422, "undecodable_image"),
+    ("15 px tall", _encoded(Image.new("RGB", (64, 15)), "PNG"), 422, "image_too_small"),
+    ("1:51 strip", _encoded(Image.new("RGB", (51 * 16, 16)), "JPEG"), 422, "aspect_ratio"),
+    ("2000-scan progressive jpeg", progressive_jpeg(4000, 3000, 2000), 422, "too_many_scans"),
+    # 24 MP x 90 scans: under the scan limit, over the pixels x scans decode budget.
+    ("24 MP, 90 scans", progressive_jpeg(6000, 4000, 90), 422, "decode_budget"),
 ]
 
 
@@ -96,7 +127,10 @@ ACCEPTED = [
         _encoded(_frames()[0], "WEBP", save_all=True, append_images=_frames()[1:]),
         "image/webp",
     ),
-    ("palette png", _encoded(Image.new("P", (20, 10)), "PNG"), "image/png"),
+    ("palette png", _encoded(Image.new("P", (20, 16)), "PNG"), "image/png"),
+    ("1:50 strip", _encoded(Image.new("RGB", (50 * 16, 16)), "PNG"), "image/png"),
+    ("progressive jpeg", progressive_jpeg(640, 480, 10), "image/jpeg"),
+    ("progressive jpeg, 100 scans", progressive_jpeg(640, 480, 100), "image/jpeg"),
 ]
 
 
@@ -108,6 +142,34 @@ def test_unusual_but_valid_images_are_accepted(client, what, data, content_type)
     assert body["location"] is None and body["status"] == "queued"
     photo = client.get(f"/api/v1/photos/{body['id']}").get_json()
     assert photo["content_type"] == content_type
+
+
+def test_scans_are_counted_without_decoding() -> None:
+    from trashmap.imaging import MAX_JPEG_SCANS, count_jpeg_scans
+
+    assert count_jpeg_scans((PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0010.jpg").read_bytes()) == 1
+    assert count_jpeg_scans(progressive_jpeg(64, 48, 10)) == 10
+    assert count_jpeg_scans(progressive_jpeg(64, 48, 57)) == 57
+    # The walk stops one past the limit: its own cost is bounded too.
+    assert count_jpeg_scans(progressive_jpeg(64, 48, 5000)) == MAX_JPEG_SCANS + 1
+
+
+def test_workers_refuse_the_same_files_before_decoding() -> None:
+    """The worker decodes through trashmap.imaging too: the scan check protects it as well."""
+    from trashmap.imaging import TooManyScans, decode_oriented
+
+    with pytest.raises(TooManyScans):
+        decode_oriented(progressive_jpeg(4000, 3000, 2000), target=(800, 1333))
+
+
+def test_a_decode_over_its_cpu_budget_is_refused() -> None:
+    from trashmap.imaging import DecodeBudget, inspect_image
+
+    data = (PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0010.jpg").read_bytes()
+    assert inspect_image(data).width == 640
+    with pytest.raises(DecodeBudget) as refused:
+        inspect_image(data, cpu_budget_s=0.0)
+    assert refused.value.code == "decode_budget"
 
 
 def test_heic_without_gps_is_stored_without_location(client) -> None:  # type: ignore[no-untyped-def]

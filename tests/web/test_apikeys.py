@@ -23,6 +23,15 @@ PUBLIC = {
     ("GET", "/api/v1/tiles/<int:z>/<int:x>/<int:y>.mvt"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/docs"),
+    ("GET", "/ogc"),
+    ("GET", "/ogc/"),
+    ("GET", "/ogc/api"),
+    ("GET", "/ogc/conformance"),
+    ("GET", "/ogc/collections"),
+    ("GET", "/ogc/collections/<collection_id>"),
+    ("GET", "/ogc/collections/<collection_id>/queryables"),
+    ("GET", "/ogc/collections/<collection_id>/items"),
+    ("GET", "/ogc/collections/<collection_id>/items/<feature_id>"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -115,3 +124,24 @@ def test_delete_needs_the_write_scope(client, pg_sessions, seeded) -> None:  # t
         client.delete(f"/api/v1/photos/{photo_id}", headers={"X-API-Key": writer}).status_code
         == 404
     )
+
+
+def test_a_key_whose_prefix_is_all_digits_is_revoked_by_prefix(client, pg_sessions) -> None:  # type: ignore[no-untyped-def]
+    from trashmap.apikeys import revoke_key
+
+    token = make_token(pg_sessions, "read:stats")
+    digits = "123456789012"
+    with pg_sessions() as session:  # prefixes are random hex: make this one all digits
+        session.execute(sa.delete(ApiKey).where(ApiKey.prefix == digits))
+        made = sa.update(ApiKey).where(ApiKey.prefix == token.split("_")[1])
+        session.execute(made.values(prefix=digits))
+        session.commit()
+    token = f"tm_{digits}_{token.split('_', 2)[2]}"
+    assert client.get("/api/v1/stats", headers={"X-API-Key": token}).status_code == 200
+    with pg_sessions() as session:
+        key = revoke_key(session, digits)
+        session.commit()
+        assert key.prefix == digits and key.revoked_at is not None
+    assert client.get("/api/v1/stats", headers={"X-API-Key": token}).status_code == 401
+    with pg_sessions() as session:
+        assert revoke_key(session, str(key.id)).id == key.id  # by id still works

@@ -152,7 +152,7 @@ def test_geojson_follows_rfc_7946(client, seeded) -> None:  # type: ignore[no-un
         seed = by_id[f["id"]]
         assert (lon, lat) == (seed.photo.lon, seed.photo.lat)
         props = f["properties"]
-        assert set(props) >= {"photo_id", "label", "score", "bbox", "model_version", "taken_at"}
+        assert set(props) >= {"photo_id", "label", "score", "box_x1", "model_version", "taken_at"}
         assert props["supercategory"] == supercategory_of(seed.label)
         assert not {"ip", "api_key", "original_filename"} & set(props)
 
@@ -169,7 +169,8 @@ def test_csv_round_trips_to_the_same_rows(client, seeded) -> None:  # type: igno
         assert [float(row["lon"]), float(row["lat"])] == f["geometry"]["coordinates"]
         assert row["label"] == f["properties"]["label"]
         assert float(row["score"]) == f["properties"]["score"]
-        assert [float(row[k]) for k in ("x1", "y1", "x2", "y2")] == f["properties"]["bbox"]
+        for k in ("box_x1", "box_y1", "box_x2", "box_y2"):
+            assert float(row[k]) == f["properties"][k]
 
 
 def test_exports_stream_every_match(client, seeded, staff_token) -> None:  # type: ignore[no-untyped-def]
@@ -223,3 +224,62 @@ def test_bad_parameters_get_a_400_that_names_them(client, path, query, code) -> 
     response = client.get(path, query_string=query)
     assert response.status_code == 400, response.get_json()
     assert response.get_json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize("name", ["endpoint", "_anchor", "_method", "_scheme", "_external"])
+def test_next_link_carries_only_list_parameters(client, seeded, name) -> None:  # type: ignore[no-untyped-def]
+    """Query arguments that url_for() would take as its own options are just ignored."""
+    response = client.get("/api/v1/detections", query_string={"limit": 1, name: "x"})
+    assert response.status_code == 200, response.get_json()
+    href = response.get_json()["links"][0]["href"]
+    assert href.startswith("/api/v1/detections?limit=1&cursor=") and name not in href
+    assert response.headers["Link"] == f'<{href}>; rel="next"'
+    assert client.get(href).status_code == 200
+
+
+def test_next_link_ignores_the_host_header(client, pg_settings, seeded) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from web import create_app
+
+    query = {"limit": 2, "label": ["Drink can", "Cigarette"], "format": "csv"}
+    headers = {"Host": "evil.example"}
+    relative = client.get("/api/v1/photos", query_string=query, headers=headers)
+    assert "evil" not in relative.headers["Link"]
+    assert relative.headers["Link"].startswith("</api/v1/photos?label=Drink+can&label=Cigarette")
+    app = create_app(replace(pg_settings, public_url="https://trashmap.example.org"))
+    try:
+        public = app.test_client().get("/api/v1/photos", query_string=query, headers=headers)
+        assert public.headers["Link"].startswith("<https://trashmap.example.org/api/v1/photos?")
+    finally:
+        app.extensions["trashmap"].engine.dispose()
+
+
+def test_a_cursor_pages_only_its_own_list(client, seeded) -> None:  # type: ignore[no-untyped-def]
+    detections = client.get("/api/v1/detections", query_string={"limit": 1}).get_json()
+    photos = client.get("/api/v1/photos", query_string={"limit": 1}).get_json()
+    for path, cursor in (
+        ("/api/v1/photos", detections["next_cursor"]),
+        ("/api/v1/detections", photos["next_cursor"]),
+    ):
+        response = client.get(path, query_string={"cursor": cursor})
+        assert response.status_code == 400
+        assert response.get_json()["error"]["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/v1/detections", "format"),
+        ("/api/v1/detections", "supercategory"),
+        ("/api/v1/detections", "radius_m"),
+        ("/api/v1/detections", "cursor"),
+        ("/api/v1/photos", "status"),
+        ("/api/v1/grid", "bbox"),
+        ("/api/v1/stats", "period"),
+    ],
+)
+def test_empty_parameters_are_400(client, staff_token, path, name) -> None:  # type: ignore[no-untyped-def]
+    response = client.get(f"{path}?{name}=", headers={"Authorization": f"Bearer {staff_token}"})
+    assert response.status_code == 400, (path, name)
+    assert response.get_json()["error"]["code"] == f"invalid_{name}"

@@ -35,10 +35,13 @@ SCREENSHOTS = (
     else None
 )
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None,
-    reason=f"{CHROMIUM} is missing: install it with `apt-get install chromium` (scripts/test does)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None,
+        reason=f"{CHROMIUM} is missing: `apt-get install chromium` (scripts/test does)",
+    ),
+]
 
 
 @pytest.fixture
@@ -150,3 +153,52 @@ def test_upload_page_shows_location_and_status(browser, live_server, tmp_path) -
         assert row.locator("progress").get_attribute("value") == "100"
     _shot(page, "upload", tmp_path)
     context.close()
+
+
+def test_map_banner_marks_detections_of_an_untrained_model(
+    browser, live_server, client, seeded, pg_sessions
+) -> None:  # type: ignore[no-untyped-def]
+    from trashmap.models import UNTRAINED_KEY
+
+    photo = post_photo(client, GPS_PHOTO).get_json()
+    with session_scope(pg_sessions) as session:
+        random_model = ModelVersion(
+            name="untrained",
+            version="test",
+            arch="fasterrcnn_mobilenet_v3_large_fpn",
+            class_names=["class_1"],
+            metrics={UNTRAINED_KEY: True},
+        )
+        session.add(random_model)
+        session.flush()
+        session.add(
+            Detection(
+                photo_id=photo["id"],
+                model_version_id=random_model.id,
+                label="class_1",
+                score=0.99,
+                x1=10,
+                y1=10,
+                x2=50,
+                y2=50,
+                lat=photo["location"]["lat"],
+                lon=photo["location"]["lon"],
+            )
+        )
+        session.execute(
+            sa.text("UPDATE photos SET model_version_id = :m, status = 'done' WHERE id = :p"),
+            {"m": random_model.id, "p": photo["id"]},
+        )
+    assert client.get(f"/api/v1/photos/{photo['id']}").get_json()["model"]["untrained"] is True
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(f"{live_server.url}/map")
+    page.wait_for_selector("body[data-loaded]", state="attached", timeout=15_000)
+    banner = page.locator("#untrained-banner")
+    expect(banner).to_be_visible()
+    assert "UNTRAINED" in banner.inner_text()
+
+    # Only the seeded (trained) model's bottles in view: no banner.
+    before = page.evaluate("document.body.dataset.loaded")
+    page.select_option("#f-supercategory", "Bottle")
+    _wait_reload(page, before)
+    expect(banner).to_be_hidden()

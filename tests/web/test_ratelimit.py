@@ -53,3 +53,33 @@ def test_uploads_have_their_own_limit(pg_settings) -> None:  # type: ignore[no-u
         assert client.get("/api/v1/photos").status_code == 200  # reads are unaffected
     finally:
         app.extensions["trashmap"].engine.dispose()
+
+
+def test_limits_hold_while_redis_is_down(pg_settings, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Counters move into memory when Redis stops: still 429s, one warning, no tracebacks."""
+    import logging
+
+    from tests.reliability.servers import PrivateRedis
+
+    redis_server = PrivateRedis(tmp_path)
+    redis_server.start()
+    settings = replace(
+        pg_settings,
+        rate_limit_enabled=True,
+        rate_limit_read="5/minute",
+        rate_limit_storage_url=redis_server.url,
+    )
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        assert client.get("/api/v1/detections").status_code == 200  # counted in Redis
+        redis_server.stop()
+        with caplog.at_level(logging.INFO):
+            answers = [client.get("/api/v1/detections").status_code for _ in range(7)]
+        assert answers[:5] == [200] * 5 and answers[5:] == [429, 429]
+        warnings = [r for r in caplog.records if "falling back" in r.getMessage()]
+        assert len(warnings) == 1
+        assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    finally:
+        redis_server.stop()
+        app.extensions["trashmap"].engine.dispose()

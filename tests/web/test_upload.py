@@ -19,9 +19,10 @@ def test_every_real_photo_is_stored_with_its_manifest_location(client, pg_sessio
     for row in ROWS:
         response = post_photo(client, row.path)
         body = response.get_json()
-        if not row.decodable:
+        if not row.accepted:
             assert response.status_code == 422, (row.file, body)
-            assert body["error"]["code"] == "undecodable_image"
+            code = "undecodable_image" if not row.decodable else "image_too_small"
+            assert body["error"]["code"] == code
             continue
         assert response.status_code == 201, (row.file, body)
         assert body["status"] == "queued"
@@ -39,9 +40,9 @@ def test_every_real_photo_is_stored_with_its_manifest_location(client, pg_sessio
         again = post_photo(client, row.path)
         assert again.status_code == 200
         assert again.get_json()["id"] == body["id"]
-    decodable = sum(r.decodable for r in ROWS)
+    accepted = sum(r.accepted for r in ROWS)
     with pg_sessions() as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(Photo)) == decodable
+        assert session.scalar(sa.select(sa.func.count()).select_from(Photo)) == accepted
         stored = session.scalar(
             sa.select(PhotoBlob.data).join(Photo).where(Photo.original_filename == ROWS[0].file)
         )
@@ -166,3 +167,36 @@ def test_unknown_photo_is_a_json_404(client) -> None:  # type: ignore[no-untyped
     response = client.get("/api/v1/photos/999999")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def _multipart(*parts: tuple[str, bytes]) -> bytes:
+    """A multipart/form-data body (boundary `b`) from (Content-Disposition, payload) pairs."""
+    body = b"".join(
+        b"--b\r\nContent-Disposition: " + d.encode() + b"\r\n\r\n" + payload + b"\r\n"
+        for d, payload in parts
+    )
+    return body + b"--b--\r\n"
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [("form-data", b"x"), ('form-data; name="f2"', b"y")],
+        [('form-data; filename="a.jpg"', b"\xff\xd8"), ('form-data; name="f2"', b"y")],
+        [('form-data; name="file"; filename="a.jpg"', b"\xff\xd8"), ("form-data", b"x")],
+    ],
+    ids=["unnamed field", "unnamed file", "file and unnamed field"],
+)
+def test_a_part_without_a_name_is_400(client, parts) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/api/v1/photos", data=_multipart(*parts), content_type="multipart/form-data; boundary=b"
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "unknown_field"
+
+
+@pytest.mark.parametrize("fields", [{"lat": ""}, {"lat": "", "lon": ""}, {"lat": "10", "lon": ""}])
+def test_empty_coordinates_are_400(client, fields) -> None:  # type: ignore[no-untyped-def]
+    response = post_photo(client, PHOTOS_DIR / "exiftool__t_images_GPS.jpg", **fields)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_location"

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import PHOTOS_DIR, SMALL_DETECTOR_ENV
 from trashmap.db import session_scope
 from trashmap.ingest import ClientFields, ingest_photo
-from trashmap.models import Detection, ModelVersion, Photo
+from trashmap.models import Detection, ModelVersion, Photo, PhotoBlob
 from trashmap.queue import DetectionQueue
 from trashmap.settings import Settings
+from worker.leases import Membership
 
 SMALL_ARCH = SMALL_DETECTOR_ENV["TRASHMAP_UNTRAINED_ARCH"]
 SMALL_SIZES = (
@@ -81,6 +82,46 @@ def producer(pg_settings: Settings) -> Iterator[DetectionQueue]:
     sender = DetectionQueue(pg_settings)
     yield sender
     sender.close()
+
+
+def store_image(sessions: sessionmaker[Session], data: bytes, width: int, height: int) -> int:
+    """Store image bytes as a photo row directly (as an older upload path may have let in)."""
+    import hashlib
+
+    with session_scope(sessions) as session:
+        photo = Photo(
+            sha256=hashlib.sha256(data).hexdigest(),
+            content_type="image/jpeg",
+            byte_size=len(data),
+            width=width,
+            height=height,
+        )
+        session.add(photo)
+        session.flush()
+        session.add(PhotoBlob(photo_id=photo.id, data=data))
+        return photo.id
+
+
+def small_detector(seed: int = 3):  # type: ignore[no-untyped-def]
+    """A seeded random mobilenet detector at the test workers' input size."""
+    from ml.detector import Detector
+
+    return Detector.untrained(
+        [f"class_{i}" for i in range(1, 16)],
+        SMALL_ARCH,
+        "cpu",
+        min_size=SMALL_SIZES[0],
+        max_size=SMALL_SIZES[1],
+        seed=seed,
+    )
+
+
+@pytest.fixture
+def membership(pg_sessions: sessionmaker[Session]) -> Iterator[Membership]:
+    """This test's worker lease: heartbeats every 0.2 s, dead after 2 s of silence."""
+    member = Membership(pg_sessions, "test", heartbeat_s=0.2, lease_timeout_s=2)
+    yield member
+    member.close()
 
 
 def deactivate_all(engine: sa.Engine) -> None:

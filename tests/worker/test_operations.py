@@ -26,6 +26,9 @@ from trashmap.db import make_session_factory
 from trashmap.models import ModelVersion, Photo
 from worker.reconcile import PeriodicReconciler
 
+# Real worker processes (and servers): the slow tier.
+pytestmark = pytest.mark.slow
+
 PHOTO_A = "exifsamples__jpg_gps_DSCN0010.jpg"
 PHOTO_B = "exifsamples__jpg_gps_DSCN0012.jpg"
 PHOTO_C = "exiftool__t_images_GPS.jpg"

@@ -6,6 +6,7 @@ never loads torch and `trashmap --help` answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -13,19 +14,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import click
 
+from trashmap.cli.preflight import (
+    Refused,
+    load_settings,
+    migrated_settings,
+    require_device,
+    require_extra,
+    require_migrated,
+)
+
 logger = logging.getLogger("trashmap")
 
-
-def _settings():  # type: ignore[no-untyped-def]
-    from trashmap.settings import Settings, SettingsError
-
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
+# `trashmap up` gives its children this long to stop on their own, then kills them.
+STOP_GRACE_S = 8.0
+WEB_MODULES = ("flask", "flask_limiter", "gunicorn")
+WORKER_MODULES = ("torch", "torchvision")
 
 
 def _configure_logging(level: str) -> None:
@@ -70,15 +78,16 @@ def up(
     """Run everything on one machine: migrate, one detection worker and the web app.
 
     The embedded default keeps the database and the queue in SQLite files under ./var
-    (TRASHMAP_DATA_DIR). Stop with Ctrl-C.
+    (TRASHMAP_DATA_DIR). Ctrl-C or SIGTERM stops it and everything it started.
     """
     from trashmap import migrate
 
-    settings = _settings()
+    require_extra("web", *WEB_MODULES)
+    require_extra("worker", *WORKER_MODULES)
+    settings = load_settings()
     _configure_logging(settings.log_level)
     migrate.upgrade(settings)
-    env = dict(os.environ)
-    env.setdefault("TRASHMAP_DATA_DIR", str(settings.data_dir))
+    env = dict(os.environ, TRASHMAP_DATA_DIR=str(settings.data_dir))
     worker_cmd = [sys.executable, "-m", "trashmap", "worker"]
     worker_cmd += ["--untrained"] if untrained else []
     web_cmd = [
@@ -94,7 +103,12 @@ def up(
         "1",
         "--no-access-log",
     ]
-    children = [subprocess.Popen(worker_cmd, env=env), subprocess.Popen(web_cmd, env=env)]
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    # Each child leads its own process group, so stopping it reaches gunicorn's and
+    # Celery's own children too, and a terminal's Ctrl-C reaches only this process.
+    children = [
+        subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in (worker_cmd, web_cmd)
+    ]
     base_url = f"http://{host}:{port}"
     try:
         _wait_for_http(f"{base_url}/healthz", children, timeout_s=120)
@@ -107,10 +121,23 @@ def up(
         while all(child.poll() is None for child in children):
             time.sleep(1)
         raise click.ClickException("a trashmap process stopped; see the log above")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped):
         click.echo("stopping")
     finally:
+        # A second signal must not cut the stop short and leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop(children)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: `trashmap up` stops its children and exits."""
+
+
+def _raise_stopped(_signum: int, _frame: FrameType | None) -> None:
+    raise _Stopped()
 
 
 def _wait_for_http(url: str, children: list[subprocess.Popen], timeout_s: float) -> None:
@@ -130,14 +157,26 @@ def _wait_for_http(url: str, children: list[subprocess.Popen], timeout_s: float)
 
 
 def _stop(children: list[subprocess.Popen]) -> None:
+    """SIGTERM each child's process group, wait STOP_GRACE_S, then SIGKILL what is left."""
     for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
     for child in children:
         try:
-            child.wait(timeout=30)
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            child.kill()
+            logger.warning(
+                "process %s did not stop within %.0f s; killing it", child.pid, STOP_GRACE_S
+            )
+        # Also whatever the child left running in its group (a gunicorn or Celery worker).
+        _signal_group(child, signal.SIGKILL)
+        child.wait()
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    # ProcessLookupError: the group is empty, everything in it has exited.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signum)
 
 
 def _run_demo(base_url: str, folder: Path, timeout_s: float) -> None:
@@ -170,9 +209,10 @@ def _run_demo(base_url: str, folder: Path, timeout_s: float) -> None:
 )
 def web(host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
     """Serve the web app and API with gunicorn (no torch is loaded here)."""
+    require_extra("web", *WEB_MODULES)
     from web.server import serve
 
-    settings = _settings()
+    settings = migrated_settings()
     _configure_logging(settings.log_level)
     serve(settings, host, port, workers, threads, access_log)
 
@@ -247,8 +287,9 @@ def worker(
     """
     from dataclasses import replace
 
-    settings = _settings()
-    overrides = {
+    require_extra("worker", *WORKER_MODULES)
+    settings = load_settings()
+    overrides: dict[str, Any] = {
         "device": device,
         "batch_size": batch_size,
         "batch_wait_ms": batch_wait_ms,
@@ -256,14 +297,16 @@ def worker(
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if settings.weights is not None and not settings.weights.is_file():
-        raise click.UsageError(f"TRASHMAP_WEIGHTS={settings.weights} does not exist")
+        raise Refused(f"TRASHMAP_WEIGHTS={settings.weights} does not exist")
     if pin and settings.weights is None:
-        raise click.UsageError("--pin needs TRASHMAP_WEIGHTS, the checkpoint to stay on")
+        raise Refused("--pin needs TRASHMAP_WEIGHTS, the checkpoint to stay on")
+    require_device(settings.device)
+    require_migrated(settings)
     if settings.weights is None and not untrained:
         from worker.versions import any_active
 
         if not any_active(settings):
-            raise click.UsageError(
+            raise Refused(
                 "no detector: no model version is active. Register and activate a checkpoint "
                 "(`trashmap models register CHECKPOINT --activate`, a file written by "
                 "`trashmap ml train`; see README 'Getting weights'), set TRASHMAP_WEIGHTS, or "
@@ -307,7 +350,7 @@ def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from trashmap import migrate
 
-    settings = _settings()
+    settings = load_settings()
     _configure_logging(settings.log_level)
     migrate.upgrade(settings, revision)
     click.echo(f"database at {revision}: {settings.describe()['database_url']}")
@@ -318,7 +361,7 @@ def db_check() -> None:
     """Fail when the models and the migrations disagree (alembic check)."""
     from trashmap import migrate
 
-    migrate.check(_settings())
+    migrate.check(migrated_settings())
     click.echo("no schema drift")
 
 
@@ -327,7 +370,12 @@ def db_current() -> None:
     """Print the revision the database is at."""
     from trashmap import migrate
 
-    migrate.current(_settings())
+    settings = load_settings()
+    if not migrate.database_exists(settings):
+        raise Refused(
+            f"no database at {settings.describe()['database_url']}: run `trashmap db upgrade`"
+        )
+    migrate.current(settings)
 
 
 # --- clients -----------------------------------------------------------------------------
@@ -364,12 +412,26 @@ def upload_cmd(
 def _register_command_modules() -> None:
     """Attach commands defined in other modules (each imports only click at module level)."""
     from ml.cli import ml
+    from trashmap.cli.dataset import dataset
     from trashmap.cli.keys import keys
     from trashmap.cli.operations import register as register_operations
 
+    _needs_extra(ml, "ml", "torch", "torchvision", "sklearn", "pycocotools")
     cli.add_command(ml)
     cli.add_command(keys)
+    cli.add_command(dataset)
     register_operations(cli)
+
+
+def _needs_extra(group: click.Group, extra: str, *modules: str) -> None:
+    """Check for `extra` before any of the group's commands runs (its --help needs nothing)."""
+    callback = group.callback
+
+    def checked(*args: object, **kwargs: object) -> object:
+        require_extra(extra, *modules)
+        return callback(*args, **kwargs) if callback else None
+
+    group.callback = checked
 
 
 _register_command_modules()

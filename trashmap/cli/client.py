@@ -64,7 +64,10 @@ def describe(result: UploadResult) -> str:
         top = ", ".join(
             f"{n}x {label}" for label, n in sorted(labels.items(), key=lambda x: -x[1])[:3]
         )
-        line += f", {len(detections)} detections" + (f" ({top})" if top else "")
+        line += f", {len(detections)} detections"
+        if (final.get("model") or {}).get("untrained"):
+            line += " from an UNTRAINED model (random boxes, meaningless)"
+        line += f" ({top})" if top else ""
     if final.get("error"):
         line += f" - {final['error']}"
     return line

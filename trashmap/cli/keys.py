@@ -5,20 +5,17 @@ from __future__ import annotations
 import click
 
 SCOPE_HELP = (
-    "read:stats (GET /api/v1/stats), export (GET /api/v1/exports/*), "
-    "write (staff changes such as DELETE /api/v1/photos/<id>)"
+    "read:stats (GET /api/v1/stats, /api/v1/models/compare), export (GET /api/v1/exports/*), "
+    "write (staff changes such as DELETE /api/v1/photos/<id>), "
+    "review (the /review page: GET /api/v1/review/queue, PUT /api/v1/photos/<id>/annotations)"
 )
 
 
 def _sessions():  # type: ignore[no-untyped-def]
+    from trashmap.cli.preflight import migrated_settings
     from trashmap.db import make_engine, make_session_factory
-    from trashmap.settings import Settings, SettingsError
 
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-    return make_session_factory(make_engine(settings))
+    return make_session_factory(make_engine(migrated_settings()))
 
 
 @click.group()

@@ -14,12 +14,10 @@ import click
 
 
 def _settings():  # type: ignore[no-untyped-def]
-    from trashmap.settings import Settings, SettingsError
+    """The settings of these commands, which all read or write the database."""
+    from trashmap.cli.preflight import migrated_settings
 
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
+    return migrated_settings()
 
 
 def _sessions(settings):  # type: ignore[no-untyped-def]
@@ -115,6 +113,31 @@ def models_list(as_json: bool) -> None:
         )
 
 
+@models.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a PNG of each version's precision-recall curve (IoU 0.5).",
+)
+def models_compare(a: str, b: str, as_json: bool, plot: Path | None) -> None:
+    """Score versions A and B (id, NAME:VERSION or a unique version) on the verified photos
+    both ran on: COCO mAP, mAP50, per-class AP and detection counts."""
+    from trashmap.scoring import ScoringError, compare, compare_json, format_table, plot_pr
+    from worker.versions import VersionError, find_version
+
+    with _sessions(_settings())() as session:
+        try:
+            result = compare(session, find_version(session, a), find_version(session, b))
+        except (VersionError, ScoringError) as exc:
+            raise click.ClickException(str(exc)) from None
+        if plot is not None:
+            plot_pr(result, str(plot))
+        click.echo(json.dumps(compare_json(result), indent=2) if as_json else format_table(result))
+
+
 # --- reprocessing and the reconciler -----------------------------------------------------------
 
 
@@ -140,12 +163,18 @@ def _bbox(_ctx: Any, _param: Any, value: str | None) -> tuple[float, ...] | None
 @click.option("--since", type=click.DateTime(), help="Photos uploaded at or after (UTC).")
 @click.option("--until", type=click.DateTime(), help="Photos uploaded before (UTC).")
 @click.option("--bbox", callback=_bbox, help="Only photos inside WEST,SOUTH,EAST,NORTH.")
+@click.option(
+    "--verified",
+    is_flag=True,
+    help="Only photos a reviewer verified (to score the version: `models compare`).",
+)
 @click.option("--dry-run", is_flag=True, help="Count the photos; queue nothing.")
 def reprocess(
     model_ref: str,
     since: datetime | None,
     until: datetime | None,
     bbox: tuple[float, float, float, float] | None,
+    verified: bool,
     dry_run: bool,
 ) -> None:
     """Queue photos again for model version --model; other versions' detections stay.
@@ -155,6 +184,8 @@ def reprocess(
     """
     from tqdm import tqdm
 
+    from trashmap.annotations import verified_term
+    from trashmap.models import Photo
     from trashmap.queue import DetectionQueue
     from worker.requeue import photo_query, requeue
     from worker.versions import VersionError, find_version
@@ -168,7 +199,10 @@ def reprocess(
             version = find_version(session, model_ref)
         except VersionError as exc:
             raise click.ClickException(str(exc)) from None
-        ids = list(session.scalars(photo_query(since, until, bbox)))
+        query = photo_query(since, until, bbox)
+        if verified:
+            query = query.where(verified_term(Photo.id))
+        ids = list(session.scalars(query))
     if dry_run:
         click.echo(f"{len(ids)} photos would be queued for version {version.id} ({version.label})")
         return

@@ -12,14 +12,15 @@ from flask import Blueprint, jsonify, render_template
 
 from trashmap.taxonomy import supercategories
 from web.api.detections import MAX_LIMIT
+from web.api.exports import EXPORT_FORMATS, GIS_FORMATS
 from web.api.grid import MIN_CELL_DEG
-from web.api.photo_image import MAX_SIDE
+from web.api.ogc import CRSS, DEFAULT_LIMIT
+from web.api.photo_image import SIZES
 from web.api.stats import PERIODS
 from web.api.tiles import MAX_ZOOM
 from web.query.filters import MAX_RADIUS_M, STATUSES
 
 bp = Blueprint("openapi", __name__)
-PHOTO_ID_MAX = 2**31 - 1
 JSON = "application/json"
 GEOJSON = "application/geo+json"
 
@@ -53,8 +54,12 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
 
 
+# Every string parameter is non-empty: `name=` answers 400 (web.query.filters.reject_empty).
+TEXT = {"type": "string", "minLength": 1}
+
+
 def _filter_parameters() -> list[dict[str, Any]]:
-    text = {"type": "string"}
+    text = TEXT
     return [
         _query("bbox", text, "minLon,minLat,maxLon,maxLat in WGS84 degrees"),
         _query("near", text, "lat,lon of a circle's centre; needs radius_m"),
@@ -89,7 +94,7 @@ def _list_parameters(kind: str) -> list[dict[str, Any]]:
             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 1000},
             "features per page",
         ),
-        _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+        _query("cursor", TEXT, "next_cursor of the previous page (of the same list)"),
         _query(
             "format",
             {"type": "string", "enum": ["geojson", "csv"], "default": "geojson"},
@@ -126,12 +131,19 @@ def _collection(description: str, item: str) -> dict[str, Any]:
     }
 
 
+def _with_gis_files(response: dict[str, Any]) -> dict[str, Any]:
+    """An export's answer: its GeoJSON/CSV content and the GIS files (web.api.exports)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    files = {mimetype: binary for _driver, mimetype, _ext in GIS_FORMATS.values()}
+    return {**response, "content": {**response["content"], **files}}
+
+
 def _common_errors(*codes: int) -> dict[str, Any]:
     texts = {
         400: "a parameter is invalid (the message names it)",
         401: "no API key, or an unknown or revoked one",
         403: "the API key lacks the scope this endpoint needs",
-        404: "no such photo",
+        404: "no such photo, or a path parameter that is not a non-negative integer",
         429: "rate limit exceeded (see Retry-After)",
         501: "not available on this database",
         503: "the database is unavailable",
@@ -140,9 +152,7 @@ def _common_errors(*codes: int) -> dict[str, Any]:
 
 
 def _operations() -> dict[str, Any]:
-    photo_id = _path(
-        "photo_id", {"type": "integer", "minimum": 0, "maximum": PHOTO_ID_MAX}, "photo id"
-    )
+    photo_id = _path("photo_id", {"type": "integer", "minimum": 0}, "photo id")
     staff: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
     return {
         "/api/v1/detections": {
@@ -189,7 +199,10 @@ def _operations() -> dict[str, Any]:
                     **_common_errors(400, 429, 503),
                     "413": _error("over the upload size limit"),
                     "415": _error("not an image, or an unsupported format"),
-                    "422": _error("an image that cannot be decoded"),
+                    "422": _error(
+                        "an image that cannot be used: undecodable_image, image_too_large,"
+                        " image_too_small, aspect_ratio, too_many_scans, decode_budget"
+                    ),
                 },
             },
             "get": {
@@ -234,8 +247,9 @@ def _operations() -> dict[str, Any]:
                     photo_id,
                     _query(
                         "max_size",
-                        {"type": "integer", "minimum": 16, "maximum": MAX_SIDE},
-                        "longest side in pixels",
+                        {"type": "integer", "enum": list(SIZES)},
+                        f"longest side in pixels; without it {SIZES[-1]} (or the photo's own"
+                        " size when smaller)",
                     ),
                 ],
                 "responses": {
@@ -296,7 +310,7 @@ def _operations() -> dict[str, Any]:
                             }
                         },
                     },
-                    **_common_errors(400, 429, 501, 503),
+                    **_common_errors(400, 404, 429, 501, 503),
                 },
             }
         },
@@ -332,15 +346,17 @@ def _operations() -> dict[str, Any]:
                     + [
                         _query(
                             "format",
-                            {"type": "string", "enum": ["geojson", "csv"], "default": "geojson"},
-                            "GeoJSON or CSV",
+                            {"type": "string", "enum": list(EXPORT_FORMATS), "default": "geojson"},
+                            "GeoJSON, CSV, GeoPackage (gpkg) or FlatGeobuf (fgb)",
                         )
                     ]
                     + ([_list_parameters("photos")[-1]] if kind == "photos" else []),
                     "responses": {
-                        "200": _collection(
-                            f"all matching {kind}",
-                            "DetectionFeature" if kind == "detections" else "PhotoFeature",
+                        "200": _with_gis_files(
+                            _collection(
+                                f"all matching {kind}",
+                                "DetectionFeature" if kind == "detections" else "PhotoFeature",
+                            )
                         ),
                         **_common_errors(400, 401, 403, 429, 503),
                     },
@@ -348,6 +364,100 @@ def _operations() -> dict[str, Any]:
             }
             for kind in ("detections", "photos")
         },
+    }
+
+
+def _ogc_operations() -> dict[str, Any]:
+    """OGC API - Features at /ogc (web.api.ogc): metadata documents and the two collections."""
+    collection_id = _path(
+        "collectionId", {"type": "string", "enum": ["detections", "photos"]}, "collection"
+    )
+    fmt = _query("f", {"type": "string", "enum": ["json"]}, "encoding (JSON only)")
+    geo_fmt = _query("f", {"type": "string", "enum": ["json", "geojson"]}, "encoding (GeoJSON)")
+    not_found = _error("no such collection or feature")
+    crs = _query(
+        "crs",
+        {"type": "string", "enum": list(CRSS), "default": CRSS[0]},
+        "CRS of the answer's coordinates: CRS84 (lon/lat) or EPSG:4326 (lat/lon)",
+    )
+
+    def document(summary: str, op_id: str, params: list[Any], mimetype: str = JSON) -> Any:
+        return {
+            "get": {
+                "summary": summary,
+                "operationId": op_id,
+                "parameters": params,
+                "responses": {
+                    "200": {"description": summary, "content": {mimetype: {"schema": {}}}},
+                    **_common_errors(400, 503),
+                    "404": not_found,
+                },
+            }
+        }
+
+    def items_parameters(kind: str) -> list[dict[str, Any]]:
+        filters = [p for p in _filter_parameters() if p["name"] not in ("since", "until")]
+        params = [
+            collection_id,
+            _query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "features per page (a larger value is served as the maximum)",
+            ),
+            _query(
+                "datetime",
+                TEXT,
+                "taken_at (camera time): an RFC 3339 date or date-time, or an interval "
+                "start/end with `..` for an open end",
+            ),
+            _query("cursor", TEXT, "position in the list (from a `next` link)"),
+            crs,
+            _query(
+                "bbox-crs",
+                {"type": "string", "enum": list(CRSS), "default": CRSS[0]},
+                "CRS of `bbox`: CRS84 (lon/lat) or EPSG:4326 (lat/lon order)",
+            ),
+            geo_fmt,
+            *filters,
+        ]
+        if kind == "photos":
+            params.append(_list_parameters("photos")[-1])
+        return params
+
+    items = {
+        "get": {
+            "summary": "Features of a collection, filtered and paged (`next` link)",
+            "operationId": "ogcItems",
+            "parameters": items_parameters("photos"),
+            "responses": {
+                "200": {
+                    "description": "a page of features",
+                    "content": {GEOJSON: {"schema": _ref("FeatureCollection")}},
+                },
+                **_common_errors(400, 503),
+                "404": not_found,
+            },
+        }
+    }
+    feature_id = _path("featureId", {"type": "string"}, "feature id")
+    return {
+        "/ogc": document("Landing page", "ogcLandingPage", [fmt]),
+        "/ogc/api": document("This API's definition (OpenAPI)", "ogcApi", [fmt]),
+        "/ogc/conformance": document("Conformance classes", "ogcConformance", [fmt]),
+        "/ogc/collections": document("The collections", "ogcCollections", [fmt]),
+        "/ogc/collections/{collectionId}": document(
+            "One collection", "ogcCollection", [collection_id, fmt]
+        ),
+        "/ogc/collections/{collectionId}/queryables": document(
+            "Queryable properties (JSON Schema)",
+            "ogcQueryables",
+            [collection_id, fmt],
+            "application/schema+json",
+        ),
+        "/ogc/collections/{collectionId}/items": items,
+        "/ogc/collections/{collectionId}/items/{featureId}": document(
+            "One feature", "ogcFeature", [collection_id, feature_id, crs, geo_fmt], GEOJSON
+        ),
     }
 
 
@@ -407,7 +517,10 @@ def _schemas() -> dict[str, Any]:
                 "label": text,
                 "supercategory": nullable_text,
                 "score": num,
-                "bbox": {"type": "array", "items": num, "minItems": 4, "maxItems": 4},
+                "box_x1": num,
+                "box_y1": num,
+                "box_x2": num,
+                "box_y2": num,
                 "model_version": text,
                 "taken_at": nullable_text,
             }
@@ -477,7 +590,7 @@ def build_spec() -> dict[str, Any]:
             "endpoints are rate-limited per API key or client IP; staff "
             "endpoints need an API key with the named scope.",
         },
-        "paths": _operations(),
+        "paths": {**_operations(), **_ogc_operations()},
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
@@ -486,6 +599,18 @@ def build_spec() -> dict[str, Any]:
             },
         },
     }
+
+
+def build_ogc_spec(server_url: str) -> dict[str, Any]:
+    """The OGC API's own definition (its landing page's service-desc): the /ogc routes,
+    relative to `server_url`, where OGC clients look for them (GDAL reads `limit` there)."""
+    spec = build_spec()
+    spec["info"] = {**spec["info"], "title": "trashmap OGC API - Features"}
+    spec["servers"] = [{"url": server_url}]
+    spec["paths"] = {
+        path.removeprefix("/ogc") or "/": ops for path, ops in _ogc_operations().items()
+    }
+    return spec
 
 
 @bp.get("/api/v1/openapi.json")

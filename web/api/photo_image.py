@@ -1,54 +1,97 @@
-"""GET /api/v1/photos/<id>/image: the photo as the public sees it, re-encoded without EXIF.
+"""GET /api/v1/photos/<id>/image: the photo as the public sees it, re-encoded without metadata.
 
-The original keeps its metadata (GPS, camera serial numbers); this copy is turned upright,
-decoded and written anew as JPEG with no EXIF, XMP or comments, optionally shrunk.
+The original keeps its metadata (GPS, camera serial numbers, comments, ICC profiles that
+name their maker); this copy is turned upright, converted to sRGB and written anew as a
+JPEG with no metadata segment at all. Only a few sizes exist, each computed once per photo
+and kept (trashmap.storage), so a request costs one database read after the first.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 
 from flask import Blueprint, Response, request
-from PIL import Image
+from PIL import Image, ImageCms
 
 from trashmap.imaging import decode_oriented
 from trashmap.models import Photo
-from trashmap.storage import PhotoBytesMissing, get_photo_bytes
+from trashmap.storage import PhotoBytesMissing, get_derivative, get_photo_bytes, put_derivative
 from web.context import db
 from web.errors import ApiError
-from web.query.params import int_param
+from web.query.params import ID_MAX
 
+logger = logging.getLogger(__name__)
 bp = Blueprint("photo_image", __name__)
-MAX_SIDE = 8192
+# The longest side of each rendition; without max_size the largest is served (or the
+# photo's own size when it is smaller).
+SIZES = (256, 512, 1024, 2048)
+MAX_SIDE = SIZES[-1]
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
-def public_jpeg(data: bytes, max_size: int | None) -> bytes:
-    """Upright RGB pixels as a fresh JPEG: nothing of the original's metadata is passed on."""
-    target = (max_size, max_size) if max_size else None
-    image, _ = decode_oriented(data, target=target)
-    if max_size:
-        image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+def _srgb(image: Image.Image) -> Image.Image:
+    """Pixels converted from the photo's embedded ICC profile to sRGB (the profile is not
+    passed on: its description and copyright fields can name a person or a device)."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return image
+    try:
+        converted = ImageCms.profileToProfile(
+            image, ImageCms.ImageCmsProfile(io.BytesIO(icc)), _SRGB, outputMode="RGB"
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        logger.info("ICC profile ignored: %s", exc)
+        return image
+    return converted if converted is not None else image
+
+
+def public_jpeg(data: bytes, max_side: int) -> bytes:
+    """Upright sRGB pixels, longest side at most `max_side`, as a fresh metadata-free JPEG."""
+    image, _ = decode_oriented(data, target=(max_side, max_side))
+    image = _srgb(image)
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    # Pillow would write info's ICC profile and comment back out: start from nothing.
+    image.info = {}
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=85, optimize=True)
     return out.getvalue()
 
 
-@bp.get("/photos/<int(max=2147483647):photo_id>/image")
+def _max_side() -> int:
+    raw = request.args.get("max_size")
+    if raw is None:
+        return MAX_SIDE
+    if raw not in {str(size) for size in SIZES}:
+        raise ApiError(
+            400, "invalid_max_size", f"max_size must be one of {', '.join(map(str, SIZES))}"
+        )
+    return int(raw)
+
+
+@bp.get("/photos/<int:photo_id>/image")
 def photo_image(photo_id: int):  # type: ignore[no-untyped-def]
-    """The photo as JPEG without metadata; `max_size` (pixels, longest side) for thumbnails."""
-    max_size = int_param(request.args, "max_size", 16, MAX_SIDE, 0) or None
+    """The photo as JPEG without metadata; `max_size` (longest side) for thumbnails."""
+    max_side = _max_side()
     session = db()
-    photo = session.get(Photo, photo_id)
+    photo = session.get(Photo, photo_id) if photo_id <= ID_MAX else None
     if photo is None:
         raise ApiError(404, "not_found", f"no photo with id {photo_id}")
-    try:
-        data = get_photo_bytes(session, photo_id)
-    except PhotoBytesMissing:
-        raise ApiError(404, "not_found", f"photo {photo_id} has no stored image") from None
-    etag = f"{photo.sha256[:32]}-{max_size or 0}"
+    # Renditions larger than the photo are the photo's own size: one cache entry for them.
+    side = min(max_side, max(photo.width, photo.height) or max_side)
+    etag = f"{photo.sha256[:32]}-{side}"
     if etag in request.if_none_match:
-        return Response(status=304)
-    response = Response(public_jpeg(data, max_size), mimetype="image/jpeg")
+        return Response(status=304, headers={"ETag": f'"{etag}"'})
+    jpeg = get_derivative(session, photo.sha256, side)
+    if jpeg is None:
+        try:
+            data = get_photo_bytes(session, photo_id)
+        except PhotoBytesMissing:
+            raise ApiError(404, "not_found", f"photo {photo_id} has no stored image") from None
+        jpeg = public_jpeg(data, side)
+        put_derivative(session, photo.sha256, side, jpeg)
+    response = Response(jpeg, mimetype="image/jpeg")
     response.set_etag(etag)
+    # The bytes of a photo never change; a deleted photo's URL answers 404.
     response.headers["Cache-Control"] = "public, max-age=86400"
     return response

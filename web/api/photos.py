@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import CursorResult, delete, select
 from werkzeug.utils import secure_filename
 
+from trashmap.annotations import current_set
 from trashmap.imaging import DEFAULT_MAX_PIXELS
 from trashmap.ingest import FormError, ingest_photo, parse_client_fields
 from trashmap.models import Detection, Photo
@@ -16,6 +17,7 @@ from web.auth import require_scope
 from web.context import db, services
 from web.errors import ApiError
 from web.query.listing import list_response
+from web.query.params import ID_MAX
 from web.query.serialize import photo_json, upload_json
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,9 @@ def upload_photo():  # type: ignore[no-untyped-def]
     """Store one photo with its geotag and queue it for detection."""
     if not request.content_type or not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, "expected_multipart", "send the photo as multipart/form-data")
+    if None in request.files or None in request.form:
+        # A part whose Content-Disposition has no name= cannot be any field we know.
+        raise ApiError(400, "unknown_field", "a multipart part has no name; name it 'file'")
     files = request.files.getlist("file")
     extra_files = sorted(set(request.files) - {"file"})
     if extra_files:
@@ -51,11 +56,11 @@ def upload_photo():  # type: ignore[no-untyped-def]
     return response, 201
 
 
-@bp.get("/photos/<int(max=2147483647):photo_id>")
+@bp.get("/photos/<int:photo_id>")
 def get_photo(photo_id: int):  # type: ignore[no-untyped-def]
     """One photo, its status and the detections of the model that last processed it."""
     session = db()
-    photo = session.get(Photo, photo_id)
+    photo = session.get(Photo, photo_id) if photo_id <= ID_MAX else None
     if photo is None:
         raise ApiError(404, "not_found", f"no photo with id {photo_id}")
     detections: list[Detection] = []
@@ -70,7 +75,7 @@ def get_photo(photo_id: int):  # type: ignore[no-untyped-def]
                 .order_by(Detection.score.desc(), Detection.id)
             )
         )
-    return jsonify(photo_json(photo, detections))
+    return jsonify(photo_json(photo, detections, current_set(session, photo.id)))
 
 
 @bp.get("/photos")
@@ -79,10 +84,12 @@ def list_photos():  # type: ignore[no-untyped-def]
     return list_response("photos")
 
 
-@bp.delete("/photos/<int(max=2147483647):photo_id>")
+@bp.delete("/photos/<int:photo_id>")
 @require_scope("write")
 def delete_photo(photo_id: int):  # type: ignore[no-untyped-def]
     """Remove a photo, its bytes and its detections (moderation, a takedown request)."""
+    if photo_id > ID_MAX:
+        raise ApiError(404, "not_found", f"no photo with id {photo_id}")
     session = db()
     # The foreign keys cascade to the bytes and the detections inside the database.
     result: CursorResult[Any] = session.execute(delete(Photo).where(Photo.id == photo_id))  # type: ignore[assignment]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +34,16 @@ def period_start(session: Session, period: str) -> sa.ColumnElement[str]:
     return sa.func.strftime("%Y-%m-01", _p.taken_at)
 
 
+def review_counts(session: Session, flt: MapFilter) -> dict[str, int]:
+    """Matching photos a reviewer verified, and those not yet reviewed."""
+    counts = {}
+    for state, verified in (("verified", True), ("unreviewed", False)):
+        wanted = flt.verified is None or flt.verified == verified
+        narrowed = dataclasses.replace(flt, verified=verified)
+        counts[state] = count_matching(session, "photos", narrowed) if wanted else 0
+    return counts
+
+
 def compute_stats(session: Session, flt: MapFilter, period: str) -> dict[str, Any]:
     """Everything counted with the same filters as GET /detections and GET /photos."""
     conditions = flt.detection_conditions(is_postgis(session))
@@ -62,6 +73,7 @@ def compute_stats(session: Session, flt: MapFilter, period: str) -> dict[str, An
     return {
         "detections": total,
         "photos": count_matching(session, "photos", flt),
+        "review": review_counts(session, flt),
         "by_label": [
             {"label": r.label, "supercategory": supercategory_of(r.label), "count": r.n}
             for r in by_label
@@ -82,7 +94,7 @@ def compute_stats(session: Session, flt: MapFilter, period: str) -> dict[str, An
 @require_scope("read:stats")
 def stats():  # type: ignore[no-untyped-def]
     """Totals and breakdowns for the filters; `period` = day (default), week or month."""
-    period = request.args.get("period") or "day"
+    period = request.args.get("period", "day")  # `period=` is a 400
     if period not in PERIODS:
         raise ApiError(400, "invalid_period", f"period must be one of {', '.join(PERIODS)}")
     return jsonify(compute_stats(db(), MapFilter.from_args(request.args), period))

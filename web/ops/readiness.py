@@ -1,5 +1,5 @@
 """GET /readyz: 200 only when this process can serve: database reachable and migrated to
-the newest revision, broker reachable. /healthz (web/health.py) stays the liveness probe.
+the newest revision, broker reachable. /healthz (web/ops/health.py) is the liveness probe.
 """
 
 from __future__ import annotations

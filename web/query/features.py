@@ -31,17 +31,18 @@ CSV_COLUMNS: dict[Kind, list[str]] = {
         "photo_id",
         "lon",
         "lat",
+        "WKT",
         "label",
         "supercategory",
         "score",
-        "x1",
-        "y1",
-        "x2",
-        "y2",
+        "box_x1",
+        "box_y1",
+        "box_x2",
+        "box_y2",
         "model_version",
         "taken_at",
     ],
-    "photos": ["id", "lon", "lat", "status", "taken_at", "width", "height", "detections"],
+    "photos": ["id", "lon", "lat", "WKT", "status", "taken_at", "width", "height", "detections"],
 }
 
 
@@ -130,7 +131,7 @@ def fetch_page(
     their columns. On PostgreSQL a bbox alone is answered from the point index; scanning
     it twice is faster than keeping the ids in a CTE.
     """
-    after = decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor, kind) if cursor else None
     postgis = is_postgis(session)
     id_column = _d.id if kind == "detections" else _p.id
     total = (
@@ -150,7 +151,7 @@ def fetch_page(
     rows = list(session.execute(query).all())  # one fetchall, not a fetch per row
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].id) if more and rows else None
+    next_cursor = encode_cursor(kind, rows[-1].id) if more and rows else None
     if rows:
         total_matched = int(rows[0].matched_total)
     else:  # an empty page carries no count; past the last page there may still be matches
@@ -167,24 +168,28 @@ def stream_rows(
     yield from result
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+def encode_cursor(kind: Kind, last_id: int) -> str:
+    """The opaque next_cursor: the list it pages and the last id it returned."""
+    return base64.urlsafe_b64encode(f"{kind}:{last_id}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, kind: Kind) -> int:
+    """The last id of a cursor that `kind`'s list made; a cursor of another list is a 400."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = text.partition(":")
-        if prefix != "id":
-            raise ValueError(text)
         last_id = int(value)
-        if not 0 <= last_id < 2**63:
+        if prefix not in ("detections", "photos") or not 0 <= last_id < 2**63:
             raise ValueError(text)
-        return last_id
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise ApiError(
             400, "invalid_cursor", "cursor must be a next_cursor value from an earlier page"
         ) from None
+    if prefix != kind:
+        raise ApiError(
+            400, "invalid_cursor", f"this cursor pages /{prefix}; it cannot page /{kind}"
+        )
+    return last_id
 
 
 # feature() and properties_of() unpack rows by position (row_select's column order): a
@@ -213,7 +218,12 @@ def feature(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
             "label": label,
             "supercategory": supercategory_of(label),
             "score": round(score, 5),
-            "bbox": [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)],
+            # Four numbers, not a `bbox` array: RFC 7946 reserves that member name, and GIS
+            # tools read an array property as text.
+            "box_x1": round(x1, 2),
+            "box_y1": round(y1, 2),
+            "box_x2": round(x2, 2),
+            "box_y2": round(y2, 2),
             "model_version": f"{model_name}:{model_ver}",
             "taken_at": iso_taken_at(taken_at, offset),
         }
@@ -232,6 +242,11 @@ def feature(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
         "geometry": {"type": "Point", "coordinates": [lon, lat]},
         "properties": properties,
     }
+
+
+def point_wkt(lon: float, lat: float) -> str:
+    """The position as WKT, which GDAL's CSV driver reads from a column named WKT."""
+    return f"POINT ({lon!r} {lat!r})"
 
 
 def properties_of(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
@@ -258,13 +273,14 @@ def properties_of(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
             "photo_id": photo_id,
             "lon": lon,
             "lat": lat,
+            "WKT": point_wkt(lon, lat),
             "label": label,
             "supercategory": supercategory_of(label),
             "score": round(score, 5),
-            "x1": round(x1, 2),
-            "y1": round(y1, 2),
-            "x2": round(x2, 2),
-            "y2": round(y2, 2),
+            "box_x1": round(x1, 2),
+            "box_y1": round(y1, 2),
+            "box_x2": round(x2, 2),
+            "box_y2": round(y2, 2),
             "model_version": f"{model_name}:{model_ver}",
             "taken_at": iso_taken_at(taken_at, offset),
         }
@@ -273,6 +289,7 @@ def properties_of(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
         "id": fid,
         "lon": lon,
         "lat": lat,
+        "WKT": point_wkt(lon, lat),
         "status": status,
         "taken_at": iso_taken_at(taken_at, offset),
         "width": width,

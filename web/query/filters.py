@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from trashmap.annotations import verified_term
 from trashmap.geodesy import EARTH_RADIUS_M, circle_bbox
 from trashmap.models import Detection, ModelVersion, Photo
 from trashmap.taxonomy import labels_in, supercategories
@@ -24,6 +25,19 @@ from web.query.params import bbox_param, float_param
 
 MAX_RADIUS_M = 1_000_000.0
 STATUSES = ("queued", "processing", "done", "failed")
+# The query parameters MapFilter reads (OpenAPI documents the same names).
+FILTER_PARAMS = (
+    "bbox",
+    "near",
+    "radius_m",
+    "label",
+    "supercategory",
+    "min_score",
+    "since",
+    "until",
+    "model_version",
+    "verified",
+)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -53,6 +67,8 @@ class MapFilter:
     until: datetime | None = None  # exclusive
     model_version: tuple[str, str] | None = None
     statuses: tuple[str, ...] = field(default=())
+    # True: photos with a verified annotation set only; False: unreviewed photos only.
+    verified: bool | None = None
 
     @property
     def filters_detections(self) -> bool:
@@ -64,6 +80,7 @@ class MapFilter:
     @classmethod
     def from_args(cls, args: Any) -> MapFilter:
         """Parse the query string (a werkzeug MultiDict) or raise a 400 ApiError."""
+        reject_empty(args)
         for name, value in args.items(multi=True):
             if "\x00" in value:  # PostgreSQL text cannot hold NUL; no label contains one
                 raise ApiError(400, f"invalid_{name}", f"{name} contains a NUL character")
@@ -91,6 +108,7 @@ class MapFilter:
             until=until,
             model_version=_model_version_param(args),
             statuses=statuses,
+            verified=_verified_param(args),
         )
 
     def detection_conditions(self, postgis: bool) -> list[ColumnElement[bool]]:
@@ -99,6 +117,7 @@ class MapFilter:
         terms = _position_terms(self, "detections", d.lat, d.lon, postgis)
         terms += self._detection_only_terms()
         terms += self._time_terms()
+        terms += self.verified_terms(d.photo_id)  # needs no join to photos
         return terms
 
     def photo_conditions(self, postgis: bool) -> list[ColumnElement[bool]]:
@@ -106,6 +125,7 @@ class MapFilter:
         p = Photo.__table__.c
         terms = _position_terms(self, "photos", p.lat, p.lon, postgis)
         terms += self._time_terms()
+        terms += self.verified_terms(p.id)
         if self.statuses:
             terms.append(p.status.in_(self.statuses))
         if self.filters_detections:
@@ -141,6 +161,13 @@ class MapFilter:
             )
         ]
 
+    def verified_terms(self, photo_id: Any) -> list[ColumnElement[bool]]:
+        """The verified filter, on any column that holds a photos.id."""
+        if self.verified is None:
+            return []
+        term = verified_term(photo_id)
+        return [term if self.verified else ~term]
+
     def _time_terms(self) -> list[ColumnElement[bool]]:
         taken_at = Photo.__table__.c.taken_at
         terms: list[ColumnElement[bool]] = []
@@ -149,6 +176,14 @@ class MapFilter:
         if self.until is not None:
             terms.append(taken_at < self.until)
         return terms
+
+
+def reject_empty(args: Any) -> None:
+    """`name=` with nothing after it is a 400: the OpenAPI document gives every parameter a
+    minimum length, and an empty value silently meaning "absent" hides client bugs."""
+    for name, value in args.items(multi=True):
+        if value == "":
+            raise ApiError(400, f"invalid_{name}", f"{name} is empty; leave it out instead")
 
 
 def _position_terms(
@@ -237,6 +272,15 @@ def _time_param(args: Mapping[str, str], name: str, end: bool) -> datetime | Non
     if not 1900 <= value.year <= 2200:
         raise ApiError(400, f"invalid_{name}", f"{name} must be between years 1900 and 2200")
     return value
+
+
+def _verified_param(args: Mapping[str, str]) -> bool | None:
+    raw = args.get("verified")
+    if not raw:
+        return None
+    if raw not in ("true", "false"):
+        raise ApiError(400, "invalid_verified", "verified must be true or false")
+    return raw == "true"
 
 
 def _model_version_param(args: Mapping[str, str]) -> tuple[str, str] | None:

@@ -6,23 +6,36 @@ import csv
 import io
 from typing import Any
 
-from flask import Response, request, url_for
+from flask import Response, request
 
 from web.context import db
 from web.errors import ApiError
 from web.query.features import CSV_COLUMNS, Kind, feature, fetch_page, properties_of
-from web.query.filters import MapFilter
+from web.query.filters import FILTER_PARAMS, MapFilter
+from web.query.links import public_link
 from web.query.params import int_param
 from web.query.serialize import json_response
 
 MAX_LIMIT = 10_000
 FORMATS = ("geojson", "csv")
+# The parameters each list reads: the only ones its `next` link carries on.
+LIST_PARAMS: dict[Kind, tuple[str, ...]] = {
+    "detections": (*FILTER_PARAMS, "limit", "format"),
+    "photos": (*FILTER_PARAMS, "status", "limit", "format"),
+}
 
 
-def output_format() -> str:
-    fmt = request.args.get("format") or "geojson"
-    if fmt not in FORMATS:
-        raise ApiError(400, "invalid_format", f"format must be one of {', '.join(FORMATS)}")
+def next_link(kind: Kind, cursor: str) -> str:
+    """The request's own list parameters, with the cursor of the next page (never the
+    request's Host: root-relative unless TRASHMAP_PUBLIC_URL is set)."""
+    query = [(name, value) for name in LIST_PARAMS[kind] for value in request.args.getlist(name)]
+    return public_link(request.path, [*query, ("cursor", cursor)])
+
+
+def output_format(formats: tuple[str, ...] = FORMATS) -> str:
+    fmt = request.args.get("format", "geojson")  # `format=` is a 400
+    if fmt not in formats:
+        raise ApiError(400, "invalid_format", f"format must be one of {', '.join(formats)}")
     return fmt
 
 
@@ -31,12 +44,8 @@ def list_response(kind: Kind) -> Response:
     flt = MapFilter.from_args(request.args)
     fmt = output_format()
     limit = int_param(request.args, "limit", 1, MAX_LIMIT, 1000)
-    page = fetch_page(db(), kind, flt, limit, request.args.get("cursor") or None)
-    next_url = None
-    if page.next_cursor:
-        args: dict[str, Any] = request.args.to_dict(flat=False)
-        args["cursor"] = page.next_cursor
-        next_url = url_for(request.endpoint or "", **args)  # type: ignore[arg-type]
+    page = fetch_page(db(), kind, flt, limit, request.args.get("cursor"))
+    next_url = next_link(kind, page.next_cursor) if page.next_cursor else None
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

@@ -7,6 +7,10 @@ from collections.abc import Mapping
 
 from web.errors import ApiError
 
+# Row ids are PostgreSQL integers. Routes take any <int:...> and treat a larger one as
+# unknown (404): a converter with max= makes werkzeug answer DELETE with a 405 instead.
+ID_MAX = 2**31 - 1
+
 
 def bbox_param(
     args: Mapping[str, str], name: str = "bbox"

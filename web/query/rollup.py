@@ -71,6 +71,7 @@ def source_level(flt: MapFilter, cell: float) -> int | None:
         or flt.near is not None
         or flt.since is not None
         or flt.until is not None
+        or flt.verified is not None  # the rollup does not know which photos were reviewed
     ):
         return None
     if flt.bbox is None:

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 from flask import Response
 
-from trashmap.models import Detection, Photo
+from trashmap.annotations import review_json
+from trashmap.models import AnnotationSet, Detection, Photo
 
 
 def json_response(body: Any, mimetype: str = "application/json") -> Response:
@@ -51,8 +52,11 @@ def detection_json(det: Detection) -> dict[str, Any]:
     }
 
 
-def photo_json(photo: Photo, detections: list[Detection]) -> dict[str, Any]:
-    """A photo with the detections of the model version that last processed it."""
+def photo_json(
+    photo: Photo, detections: list[Detection], annotation_set: AnnotationSet | None = None
+) -> dict[str, Any]:
+    """A photo with the detections of the model version that last processed it, and
+    whether a reviewer verified it (`annotation_set`: its current set)."""
     model = photo.model_version
     return {
         "id": photo.id,
@@ -64,8 +68,13 @@ def photo_json(photo: Photo, detections: list[Detection]) -> dict[str, Any]:
         "content_type": photo.content_type,
         "camera": {"make": photo.camera_make, "model": photo.camera_model},
         "warnings": list(photo.warnings or []),
-        "model": {"name": model.name, "version": model.version} if model else None,
+        "model": (
+            {"name": model.name, "version": model.version, "untrained": model.untrained}
+            if model
+            else None
+        ),
         "detections": [detection_json(d) for d in detections],
+        "review": review_json(annotation_set),
         "error": photo.error,
         "created_at": photo.created_at.isoformat() if photo.created_at else None,
         "processed_at": photo.processed_at.isoformat() if photo.processed_at else None,

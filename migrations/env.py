@@ -41,7 +41,10 @@ warnings.filterwarnings("ignore", message="Did not recognize type '(geometry|poi
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    """Leave PostgreSQL-only objects out of autogenerate and `alembic check`."""
+    """Leave PostgreSQL-only objects out of autogenerate and `alembic check`, and the
+    legacy photo_blobs table, which 0008 keeps until `trashmap storage migrate` empties it."""
+    if reflected and compare_to is None and type_ == "table" and name == "photo_blobs":
+        return False
     return not (reflected and compare_to is None and name in POSTGRESQL_ONLY.get(type_, ()))
 
 

@@ -11,6 +11,7 @@ Label `i + 1` is `classes[i]`; 0 is the background the detector reserves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 # `--classes all`: the annotation file's own categories, in id order.
 FROM_ANNOTATIONS = "all"
+# The class `with_other` adds for boxes of categories a set leaves out.
+OTHER_LITTER = "other litter"
 _MATCH_FIELDS = ("name", "supercategory")
 
 
@@ -40,6 +43,8 @@ class ClassSet:
     mapping: Mapping[str, str] = field(default_factory=dict)
     default: str | None = None
     description: str = ""
+    # The catch-all class of categories the set leaves out: trained, never scored.
+    other: str | None = None
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -55,6 +60,18 @@ class ClassSet:
             unknown.add(self.default)
         if unknown:
             raise ClassSetError(f"class set {self.name!r} maps onto unlisted classes {unknown}")
+
+    def with_other(self, name: str = OTHER_LITTER) -> ClassSet:
+        """This set plus a last class taking every category it leaves out (if it has no default)."""
+        if self.default is not None or self.other is not None:
+            return self
+        return dataclasses.replace(self, classes=(*self.classes, name), default=name, other=name)
+
+    def scored(self) -> ClassSet:
+        """The classes evaluation scores: without the catch-all class, same labels."""
+        if self.other is None:
+            return self
+        return dataclasses.replace(self, classes=self.classes[:-1], default=None, other=None)
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +124,8 @@ class ClassSet:
             out["default"] = self.default
         if self.description:
             out["description"] = self.description
+        if self.other is not None:
+            out["other"] = self.other
         return out
 
     @classmethod
@@ -121,6 +140,7 @@ class ClassSet:
             mapping={str(k): str(v) for k, v in (data.get("map") or {}).items()},
             default=data.get("default"),
             description=str(data.get("description", "")),
+            other=data.get("other"),
         )
 
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any
 from ml import train
 from ml.categories import load_class_set
 from ml.coco_eval import SUMMARY_KEYS
-from ml.data.coco_file import read_coco, write_json
+from ml.data.coco_file import read_training_coco, write_json
 from ml.splits import make_folds, write_folds
 from ml.train import TrainOptions
 
@@ -54,7 +54,7 @@ def _data(cv: CVOptions) -> tuple[Path, Path]:
 def prepare(cv: CVOptions, options: TrainOptions) -> dict[str, Any]:
     """Make the folds (seeded by --seed) and write them under out/folds/."""
     annotations, _ = _data(cv)
-    data = read_coco(annotations)
+    data = read_training_coco(annotations, options.extra_annotations)
     class_set = load_class_set(options.classes, data["categories"])
     folds = make_folds(data, class_set, cv.folds, options.seed, options.val_fraction)
     return write_folds(data, class_set, folds, cv.out / "folds", options.seed)
@@ -69,6 +69,7 @@ def run_fold(k: int, cv: CVOptions, options: TrainOptions) -> train.TrainResult:
         annotations=split / "train.json",
         val_annotations=split / "val.json",
         test_annotations=split / "test.json",
+        extra_annotations=None,  # merged into the folds already
         images=images,
         out=fold_dir(cv.out, k),
     )

@@ -66,7 +66,11 @@ def train_one_epoch(
     clip_grad: float | None = None,
     progress: bool = True,
 ) -> EpochResult:
-    """Train for one pass over `loader`; steps the optimizer every `accumulate` batches."""
+    """Train for one pass over `loader`; steps the optimizer every `accumulate` batches.
+
+    Each optimizer step follows the mean gradient of its batches, the last, shorter group's
+    too. Under DDP every rank learns of a non-finite loss on any rank, and all of them stop.
+    """
     model.train()
     use_amp = scaler is not None and scaler.is_enabled()
     sums: dict[str, float] = defaultdict(float)
@@ -75,9 +79,12 @@ def train_one_epoch(
     total = len(loader) if isinstance(loader, Sized) else None
     bar = tqdm(loader, total=total, desc=f"epoch {epoch}", disable=not progress, leave=False)
     optimizer.zero_grad(set_to_none=True)
+    distributed = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     for i, batch in enumerate(bar):
         images, targets = _to_device(batch, device)
         stepping = (i + 1) % accumulate == 0 or (total is not None and i + 1 == total)
+        group_start = i - i % accumulate
+        group = accumulate if total is None else min(accumulate, total - group_start)
         # Under DDP, gradients sync only on the micro-batch that steps.
         sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if not stepping and isinstance(model, torch.nn.parallel.DistributedDataParallel):
@@ -87,14 +94,21 @@ def train_one_epoch(
                 loss_dict = model(images, targets)
             loss = sum(loss_dict.values())
             value = float(loss.detach())
-            if not math.isfinite(value):
+            finite = math.isfinite(value)
+            if distributed and not _all_finite(finite, device) and finite:
+                # Another rank's loss is not finite: its gradients would never arrive.
+                raise NonFiniteLossError(
+                    f"a non-finite loss on another process at epoch {epoch}, batch {i}; "
+                    "lower the learning rate or check the annotations it names"
+                )
+            if not finite:
                 parts = {k: float(v.detach()) for k, v in loss_dict.items()}
                 raise NonFiniteLossError(
                     f"loss is {value} at epoch {epoch}, batch {i} (image ids "
                     f"{[t['image_id'] for t in batch[1]]}): {parts}; lower the learning rate "
                     "or check these annotations"
                 )
-            scaled = loss / accumulate
+            scaled = loss / group
             if use_amp and scaler is not None:
                 scaler.scale(scaled).backward()
             else:
@@ -112,6 +126,13 @@ def train_one_epoch(
     seconds = time.perf_counter() - start
     losses = {k: v / max(steps, 1) for k, v in sums.items()}
     return EpochResult(losses, images_seen, seconds, optimizer.param_groups[0]["lr"])
+
+
+def _all_finite(finite: bool, device: torch.device) -> bool:
+    """Whether every DDP rank's loss is finite (each rank passes its own)."""
+    flag = torch.tensor([1.0 if finite else 0.0], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item() > 0)
 
 
 def _step(

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ml.categories import ClassSet, load_class_set
 from ml.coco_eval import coco_metrics, format_metrics
-from ml.data import TacoDataset, collate
+from ml.data import TacoDataset
 from ml.data.coco_file import read_coco, write_json
 from ml.detector import Detector, read_checkpoint
 from ml.engine import evaluate
+from ml.recipe import eval_loader
 from ml.transforms import eval_transforms
 
 logger = logging.getLogger(__name__)
@@ -60,17 +59,22 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
     data = read_coco(options.annotations)
     class_set = checkpoint_class_set(payload, data["categories"], options.classes)
     detector = Detector.from_checkpoint(options.weights, options.device)
+    # Categories outside the scored classes (a trained catch-all included) are ignore regions.
+    scored = class_set.scored()
     dataset = TacoDataset(
-        data, options.images, class_set, eval_transforms(info.min_size, info.max_size)
+        data, options.images, scored, eval_transforms(info.min_size, info.max_size)
     )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=options.batch_size, num_workers=options.workers, collate_fn=collate
-    )
+    loader = eval_loader(dataset, options.batch_size, options.workers)
     amp = detector.device.type == "cuda"
     detections = evaluate(
         detector.model, loader, detector.device, amp=amp, progress=options.progress
     )
-    metrics = coco_metrics(dataset.ground_truth(), detections, class_set.classes)
+    metrics = coco_metrics(
+        dataset.ground_truth(),
+        detections,
+        scored.classes,
+        input_size=(info.min_size, info.max_size),
+    )
     metrics["checkpoint"] = {
         "path": str(options.weights),
         "sha256": detector.weights_sha256,

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ml.coco_eval import resize_scale, size_class
 from ml.data.coco_file import AnnotationFileError, write_json
 
 logger = logging.getLogger(__name__)
 
 META_COLUMNS = ("img_file", "cat_name", "supercategory", "x", "y", "width", "height", "full_path")
-# COCO's size classes, in pixels of area, applied to boxes as the model sees them.
-_SMALL, _MEDIUM = 32**2, 96**2
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,6 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def _resize_scale(width: int, height: int, min_size: int, max_size: int) -> float:
-    """The factor Faster R-CNN's resize applies to an image of this size."""
-    return min(min_size / min(width, height), max_size / max(width, height))
-
-
 def compute_stats(data: dict[str, Any], min_size: int, max_size: int) -> dict[str, Any]:
     """Counts per class, per image, image sizes, box sizes after the training resize, defects."""
     categories = {c["id"]: c for c in data["categories"]}
@@ -60,7 +54,10 @@ def compute_stats(data: dict[str, Any], min_size: int, max_size: int) -> dict[st
     per_super = Counter({c.get("supercategory", c["name"]): 0 for c in data["categories"]})
     per_image = Counter({i: 0 for i in images})
     sides, widths, heights = [], [], []
-    size_class = Counter({"small": 0, "medium": 0, "large": 0})
+    # COCO's size buckets as `map_small`... count them (box area at the model's input) and
+    # as `map_small_original`... do (the file's area, TACO's segment area, at full size).
+    sizes = Counter({"small": 0, "medium": 0, "large": 0})
+    sizes_original = Counter({"small": 0, "medium": 0, "large": 0})
     outside = 0
     for ann in data["annotations"]:
         cat = categories[ann["category_id"]]
@@ -70,12 +67,13 @@ def compute_stats(data: dict[str, Any], min_size: int, max_size: int) -> dict[st
         img = images[ann["image_id"]]
         x, y, w, h = ann["bbox"]
         outside += x < 0 or y < 0 or x + w > img["width"] or y + h > img["height"]
-        scale = _resize_scale(img["width"], img["height"], min_size, max_size)
+        scale = resize_scale(img["width"], img["height"], min_size, max_size)
         area = (w * scale) * (h * scale)
         sides.append(area**0.5)
         widths.append(w * scale)
         heights.append(h * scale)
-        size_class["small" if area < _SMALL else "medium" if area < _MEDIUM else "large"] += 1
+        sizes[size_class(area)] += 1
+        sizes_original[size_class(float(ann.get("area") or w * h))] += 1
     id_counts = Counter(a["id"] for a in data["annotations"])
     scenes = {s["id"] for s in data.get("scene_categories", [])}
     scene_tags = data.get("scene_annotations", [])
@@ -109,7 +107,8 @@ def compute_stats(data: dict[str, Any], min_size: int, max_size: int) -> dict[st
             "sqrt_area": _spread(sides),
             "width": _spread(widths),
             "height": _spread(heights),
-            "coco_size_classes": dict(size_class),
+            "coco_size_classes": dict(sizes),
+            "coco_size_classes_original": dict(sizes_original),
         },
         "defects": {
             "duplicate_annotation_ids": sorted(i for i, n in id_counts.items() if n > 1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -13,14 +14,17 @@ import torch
 from ml import distributed
 from ml.categories import ClassSet, load_class_set
 from ml.data import GroupedBatchSampler, TacoDataset, collate
-from ml.data.coco_file import read_coco
+from ml.data.coco_file import read_coco, read_training_coco
 from ml.detector import ModelInfo
 from ml.splits import holdout, presence_matrix
 from ml.train_options import TrainOptions
 from ml.transforms import AugmentOptions, eval_transforms, train_transforms
-from ml.weights import freeze_batchnorm, initial_model
+from ml.weights import NO_WEIGHTS, initial_model, resolve_bn
 
 logger = logging.getLogger(__name__)
+
+# Where validation chose nothing (no validation split, or no detections at all).
+DEFAULT_SCORE_THRESHOLD = 0.5
 
 
 def seed_everything(seed: int) -> None:
@@ -29,53 +33,95 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def start_epoch(loader: torch.utils.data.DataLoader, epoch: int, seed: int) -> None:
+    """Put the image order and every random draw where epoch `epoch` of this seed has them.
+
+    A function of (seed, epoch) alone, so a resumed run continues with the next epoch's
+    order and augmentation instead of replaying the first one's.
+    """
+    sampler = getattr(loader.batch_sampler, "sampler", None)
+    if isinstance(sampler, torch.utils.data.DistributedSampler):
+        sampler.set_epoch(epoch)
+    seed_everything(seed * 100_003 + epoch + 1)
+
+
+def model_class_set(options: TrainOptions, categories: list[dict[str, Any]]) -> ClassSet:
+    """The classes the model predicts: the class set, plus 'other litter' if asked."""
+    class_set = load_class_set(options.classes, categories)
+    return class_set.with_other() if options.other_litter else class_set
+
+
 def datasets(options: TrainOptions) -> tuple[TacoDataset, TacoDataset | None, ClassSet]:
-    """Training and validation datasets and the class set; validation may be carved out."""
-    data = read_coco(options.annotations)
-    class_set = load_class_set(options.classes, data["categories"])
+    """Training and validation datasets and the model's class set; validation may be carved out.
+
+    Training sees boxes outside the class set as 'other litter' or not at all (their images
+    left out); validation scores the class set itself, with those boxes as ignore regions.
+    """
+    data = read_training_coco(options.annotations, options.extra_annotations)
+    class_set = model_class_set(options, data["categories"])
+    scored = class_set.scored()
     augment = AugmentOptions(
         options.hflip, options.vflip, options.scale_jitter, options.photometric
     )
     train_tf = train_transforms(options.min_size, options.max_size, augment)
     eval_tf = eval_transforms(options.min_size, options.max_size)
-    images, keep_empty = options.images, options.keep_empty
+    images = options.images
+    train_kw: dict[str, Any] = {"keep_empty": options.keep_empty, "drop_outside": True}
     if options.val_annotations is not None:
-        train = TacoDataset(data, images, class_set, train_tf, keep_empty=keep_empty)
-        val = TacoDataset(read_coco(options.val_annotations), images, class_set, eval_tf)
+        train = TacoDataset(data, images, class_set, train_tf, **train_kw)
+        val = TacoDataset(read_coco(options.val_annotations), images, scored, eval_tf)
         return train, val, class_set
     if options.val_fraction <= 0:
         logger.warning("no validation split: the last epoch is kept, chosen on nothing")
-        train = TacoDataset(data, images, class_set, train_tf, keep_empty=keep_empty)
+        train = TacoDataset(data, images, class_set, train_tf, **train_kw)
         return train, None, class_set
-    ids, matrix = presence_matrix(data, class_set)
+    ids, matrix = presence_matrix(data, scored)
     train_ids, val_ids = holdout(ids, matrix, options.val_fraction, options.seed)
-    train = TacoDataset(
-        data, images, class_set, train_tf, image_ids=train_ids, keep_empty=keep_empty
+    train = TacoDataset(data, images, class_set, train_tf, image_ids=train_ids, **train_kw)
+    return train, TacoDataset(data, images, scored, eval_tf, image_ids=val_ids), class_set
+
+
+def eval_loader(
+    dataset: TacoDataset, batch_size: int, workers: int, ctx: distributed.Context | None = None
+) -> torch.utils.data.DataLoader:
+    """This rank's share of `dataset`, in batches of equally sized images only.
+
+    Padding an image to a larger one's shape changes its detections, so metrics would
+    depend on the batch size; equal sizes pad alike, as a batch of one does.
+    """
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    # Each rank evaluates every world_size-th image; the results are gathered after.
+    shard = list(range(rank, len(dataset), world))
+    batches = GroupedBatchSampler(shard, dataset.size_groups(), batch_size)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
     )
-    return train, TacoDataset(data, images, class_set, eval_tf, image_ids=val_ids), class_set
 
 
 def loader(
     dataset: TacoDataset, options: TrainOptions, ctx: distributed.Context, train: bool
 ) -> torch.utils.data.DataLoader:
-    """Shuffled aspect-grouped training batches, or this rank's share of evaluation images."""
+    """Shuffled aspect-grouped training batches, or this rank's share of evaluation images.
+
+    The training order is a function of (seed, epoch): `start_epoch` sets it.
+    """
+    if not train:
+        return eval_loader(dataset, options.batch_size, options.workers, ctx)
     common: dict[str, Any] = {
         "collate_fn": collate,
         "num_workers": options.workers,
         "persistent_workers": options.workers > 0,
         "pin_memory": torch.cuda.is_available(),
     }
-    if not train:
-        # Each rank evaluates every world_size-th image; the results are gathered after.
-        shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
-        return torch.utils.data.DataLoader(shard, batch_size=options.batch_size, **common)
-    generator = torch.Generator().manual_seed(options.seed)
-    if ctx.distributed:
-        sampler: torch.utils.data.Sampler[int] = torch.utils.data.DistributedSampler(
-            dataset, ctx.world_size, ctx.rank, shuffle=True, seed=options.seed
-        )
-    else:
-        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
+    # One process is rank 0 of 1: the same epoch-seeded permutation either way.
+    sampler: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
+        dataset, ctx.world_size, ctx.rank, shuffle=True, seed=options.seed
+    )
     batches = GroupedBatchSampler(
         sampler, dataset.aspect_groups(), options.batch_size, equal_length=ctx.distributed
     )
@@ -90,6 +136,12 @@ def model(options: TrainOptions, class_set: ClassSet, device: torch.device) -> t
     if options.rpn_proposals:
         knobs["rpn_pre_nms_top_n_train"] = options.rpn_proposals
         knobs["rpn_post_nms_top_n_train"] = options.rpn_proposals
+    bn = resolve_bn(
+        options.bn,
+        pretrained=options.weights != NO_WEIGHTS,
+        batch_size=options.batch_size,
+        distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1,
+    )
     model = initial_model(
         options.model,
         class_set.num_classes,
@@ -97,10 +149,9 @@ def model(options: TrainOptions, class_set: ClassSet, device: torch.device) -> t
         min_size=options.min_size,
         max_size=options.max_size,
         trainable_backbone_layers=options.trainable_backbone_layers,
+        bn=bn,
         **knobs,
     )
-    if options.freeze_bn:
-        logger.info("froze %d BatchNorm layers", freeze_batchnorm(model))
     return model.to(device)
 
 
@@ -136,15 +187,59 @@ def with_version(options: TrainOptions) -> TrainOptions:
     return dataclasses.replace(options, version=datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
 
 
+def score_threshold(options: TrainOptions, val_metrics: dict[str, Any] | None) -> float:
+    """--score-threshold if given, else the best-F1 threshold on validation, else 0.5."""
+    if options.score_threshold is not None:
+        return options.score_threshold
+    chosen = (val_metrics or {}).get("best_f1")
+    return float(chosen["threshold"]) if chosen else DEFAULT_SCORE_THRESHOLD
+
+
 def model_info(options: TrainOptions, class_set: ClassSet, metrics: dict[str, Any]) -> ModelInfo:
-    """The self-description saved with the weights."""
+    """The self-description saved with the weights; the threshold follows metrics["val"]."""
     return ModelInfo(
         arch=options.model,
         class_names=class_set.classes,
         name=options.name,
         version=options.version or "0",
-        score_threshold=options.score_threshold,
+        score_threshold=score_threshold(options, metrics.get("val")),
         min_size=options.min_size,
         max_size=options.max_size,
         metrics=metrics,
     )
+
+
+class Plateau:
+    """ReduceLROnPlateau on the validation metric, counting only once learning has started.
+
+    A run from scratch or with a new head scores 0.000 for its first epochs; counting those
+    as a plateau would cut the rate before anything was learnt. Epochs count from the first
+    with a positive score after the warm-up.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int) -> None:
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=factor, patience=patience
+        )
+        self.started = False
+
+    def step(self, score: float | None, *, warming_up: bool = False) -> None:
+        """Record one epoch's validation score."""
+        if not self.started and (warming_up or not score):
+            return
+        self.started = True
+        self.plateau.step(score or 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """For last.pt."""
+        return {"plateau": self.plateau.state_dict(), "started": self.started}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """From last.pt."""
+        self.plateau.load_state_dict(state["plateau"])
+        self.started = bool(state["started"])
+
+
+def plateau(options: TrainOptions, optimizer: torch.optim.Optimizer) -> Plateau:
+    """The learning-rate schedule stepped once per epoch on the validation metric."""
+    return Plateau(optimizer, options.lr_factor, options.lr_patience)

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from ml import distributed, recipe
-from ml.categories import ClassSet, load_class_set
+from ml.categories import ClassSet
 from ml.coco_eval import coco_metrics, format_metrics
 from ml.data import TacoDataset
-from ml.data.coco_file import read_coco, write_json
+from ml.data.coco_file import read_coco, read_training_coco, write_json
 from ml.detector import resolve_device, save_checkpoint
 from ml.engine import (
     batchnorm_layers,
@@ -66,7 +66,12 @@ def _validate(
     detections = distributed.gather(ctx, detections)
     metrics = None
     if ctx.is_main:
-        metrics = coco_metrics(dataset.ground_truth(), detections, dataset.class_set.classes)
+        metrics = coco_metrics(
+            dataset.ground_truth(),
+            detections,
+            dataset.class_set.classes,
+            input_size=(options.min_size, options.max_size),
+        )
     return distributed.broadcast(ctx, metrics) or {}, detections
 
 
@@ -87,7 +92,11 @@ def _recalibrate(
 
 
 def _samples(
-    dataset: TacoDataset, detections: list[dict[str, Any]], count: int, threshold: float
+    dataset: TacoDataset,
+    detections: list[dict[str, Any]],
+    count: int,
+    threshold: float,
+    class_set: ClassSet,
 ) -> list[tuple[Any, ...]]:
     by_id = {d["image_id"]: d for d in detections}
     samples = []
@@ -95,7 +104,7 @@ def _samples(
         record = dataset.records[index]
         det = by_id.get(record.image_id, {"boxes": [], "scores": [], "labels": []})
         kept = [
-            (box, f"{dataset.class_set.name_of(label)} {score:.2f}")
+            (box, f"{class_set.name_of(label)} {score:.2f}")
             for box, score, label in zip(det["boxes"], det["scores"], det["labels"], strict=True)
             if score >= threshold
         ][:25]
@@ -134,7 +143,10 @@ def _resume(
         return fresh
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["arch"] != options.model or tuple(state["class_names"]) != tuple(
-        load_class_set(options.classes, read_coco(options.annotations)["categories"]).classes
+        recipe.model_class_set(
+            options,
+            read_training_coco(options.annotations, options.extra_annotations)["categories"],
+        ).classes
     ):
         raise ValueError(f"{path} is a {state['arch']} run for other classes; use another --out")
     model.load_state_dict(state["state_dict"])
@@ -170,9 +182,7 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
     options.out.mkdir(parents=True, exist_ok=True)
     model = recipe.model(options, class_set, device)
     optimizer = recipe.optimizer(options, model)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=options.lr_factor, patience=options.lr_patience
-    )
+    plateau = recipe.plateau(options, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=options.amp and device.type == "cuda")
     state = _resume(options, model, optimizer, plateau, scaler)
     resumed_version = state.pop("version", None)
@@ -191,9 +201,7 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
     speeds: list[float] = []
     peak = 0
     for epoch in range(state["epoch"] + 1, options.epochs):
-        sampler = loader.batch_sampler.sampler  # type: ignore[union-attr]
-        if isinstance(sampler, torch.utils.data.DistributedSampler):
-            sampler.set_epoch(epoch)
+        recipe.start_epoch(loader, epoch, options.seed)
         reset_peak_memory(device)
         result = train_one_epoch(
             net,
@@ -216,7 +224,7 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
         detections: list[dict[str, Any]] = []
         if val_loader is not None and val_ds is not None:
             metrics, detections = _validate(model, val_loader, val_ds, device, ctx, options)
-            plateau.step(metrics.get(options.select_on) or 0.0)
+            plateau.step(metrics.get(options.select_on), warming_up=warmup is not None)
         score = metrics.get(options.select_on) or 0.0
         improved = val_ds is None or score > state["best_score"]
         if improved:
@@ -252,7 +260,8 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
                 },
             )
             if val_ds is not None and options.val_images:
-                shown = _samples(val_ds, detections, options.val_images, options.score_threshold)
+                threshold = recipe.score_threshold(options, metrics)
+                shown = _samples(val_ds, detections, options.val_images, threshold, class_set)
                 log.images(epoch, shown)
             logger.info(
                 "epoch %d/%d: loss %.4f, %.1f images/s, peak memory %.0f MiB, val %s%s",
@@ -289,7 +298,7 @@ def _finish(
         test_ds = TacoDataset(
             read_coco(options.test_annotations),
             options.images,
-            class_set,
+            class_set.scored(),
             eval_transforms(options.min_size, options.max_size),
         )
         test_metrics, _ = _validate(
@@ -309,8 +318,16 @@ def _finish(
         metrics = {k: summary[k] for k in ("val", "test", "best_epoch")}
         info = recipe.model_info(options, class_set, metrics)
         save_checkpoint(
-            best_path, model, info, class_set=class_set.to_dict(), options=options.to_dict()
+            best_path,
+            model,
+            info,
+            class_set=class_set.to_dict(),
+            options=options.to_dict(),
+            score_threshold_source=(
+                "option" if options.score_threshold is not None else "validation best F1"
+            ),
         )
+        summary["score_threshold"] = info.score_threshold
         write_json(summary, options.out / METRICS, indent=2)
         if test_metrics:
             logger.info("test: %s", format_metrics(test_metrics))

@@ -73,6 +73,15 @@ class TrainOptions:
             per_fold=True,
         ),
     ]
+    extra_annotations: Annotated[
+        Path | None,
+        Flag(
+            "A second COCO file merged into --annotations before anything is split (e.g. a "
+            "`trashmap dataset export` with TACO): categories are matched by name and mapped "
+            "by --classes, each image stays whole, its file names are relative to its folder.",
+            type=EXISTING_FILE,
+        ),
+    ] = None
     val_annotations: Annotated[
         Path | None,
         Flag(
@@ -110,7 +119,8 @@ class TrainOptions:
     trainable_backbone_layers: Annotated[
         int | None,
         Flag(
-            "With torchvision weights: backbone stages left trainable (torchvision default 3).",
+            "From pretrained weights (torchvision or a file): backbone stages left "
+            "trainable, the rest frozen with their BatchNorm (default 3; from scratch all train).",
             min=0,
             max=6,
         ),
@@ -187,7 +197,23 @@ class TrainOptions:
         int | None,
         Flag("RPN proposals kept per image in training (torchvision: 2000).", min=1),
     ] = None
-    freeze_bn: Annotated[bool, Flag("Freeze every BatchNorm (for small batches).")] = False
+    bn: Annotated[
+        Literal["auto", "frozen", "train", "sync"],
+        Flag(
+            "BatchNorm policy: frozen (statistics and scales fixed), train, or sync "
+            "(SyncBatchNorm across DDP processes). auto: frozen from pretrained weights "
+            "below 8 images per process, else train (sync under DDP).",
+        ),
+    ] = "auto"
+    other_litter: Annotated[
+        bool,
+        Flag(
+            "Boxes of categories outside the class set train as one extra 'other litter' "
+            "class (never background); scores leave that class out and treat its boxes "
+            "as ignore regions. --no-other-litter drops the images holding such boxes.",
+            flags="--other-litter/--no-other-litter",
+        ),
+    ] = True
     keep_empty: Annotated[
         bool,
         Flag(
@@ -211,8 +237,14 @@ class TrainOptions:
         int, Flag("Validation images saved with their boxes each epoch.", min=0)
     ] = 4
     score_threshold: Annotated[
-        float, Flag("Score threshold stored in the checkpoint for workers.", min=0, max=1)
-    ] = 0.5
+        float | None,
+        Flag(
+            "Score threshold stored in the checkpoint for workers (default: the one with "
+            "the best F1 on the validation split, at IoU 0.5).",
+            min=0,
+            max=1,
+        ),
+    ] = None
     name: Annotated[str, Flag("Model name.")] = "trashmap"
     version: Annotated[str | None, Flag("Model version (default: start time, UTC).")] = None
     tensorboard: Annotated[bool, Flag("Write TensorBoard logs to OUT/tensorboard.")] = True

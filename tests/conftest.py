@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from trashmap import migrate
+from trashmap import migrate, storage
 from trashmap.db import make_engine, make_session_factory
 from trashmap.models import ModelVersion
 from trashmap.settings import Settings
@@ -130,6 +131,9 @@ def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         rate_limit_enabled=False,
     )
     migrate.upgrade(settings)
+    # Photo bytes go to <data_dir>/storage, where the workers started with settings_env
+    # look too; code that is given no storage (test helpers) uses this one.
+    storage.configure(storage.open_storage(settings))
     return settings
 
 
@@ -141,10 +145,12 @@ def pg_engine(pg_settings: Settings) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def pg_clean(pg_engine: sa.Engine) -> sa.Engine:
-    """Empty photo tables before the test (model versions stay: workers cache their id)."""
+def pg_clean(pg_settings: Settings, pg_engine: sa.Engine) -> sa.Engine:
+    """Empty photo tables and storage before the test (model versions stay: workers cache
+    their id)."""
     with pg_engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE photos, photo_blobs, detections RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("TRUNCATE photos, detections RESTART IDENTITY CASCADE"))
+    shutil.rmtree(pg_settings.data_dir / "storage", ignore_errors=True)
     return pg_engine
 
 

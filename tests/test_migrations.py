@@ -15,7 +15,7 @@ from trashmap import migrate
 from trashmap.models import Base
 from trashmap.settings import Settings
 
-TABLES = {"photos", "photo_blobs", "detections", "model_versions", "alembic_version"}
+TABLES = {"photos", "detections", "model_versions", "alembic_version"}
 
 
 def _check_round_trip(settings: Settings) -> None:

@@ -114,14 +114,16 @@ def _parse_box(index: int, item: Any, width: int, height: int, labels: frozenset
             f"{where}: label {label!r} is not in the class set (TACO categories, "
             "supercategories, the shipped class sets, registered models' classes)",
         )
-    if (
-        not isinstance(bbox, list)
-        or len(bbox) != 4
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
-        or not all(math.isfinite(v) for v in bbox)
-    ):
+    values: list[float] = []
+    numeric = isinstance(bbox, list) and len(bbox) == 4
+    if numeric and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox):  # type: ignore[union-attr]
+        try:
+            values = [float(v) for v in bbox]  # type: ignore[union-attr]
+        except OverflowError:  # an integer beyond any float
+            values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise AnnotationError("invalid_bbox", f"{where}: bbox must be [x1, y1, x2, y2] numbers")
-    x1, y1, x2, y2 = (float(v) for v in bbox)
+    x1, y1, x2, y2 = values
     if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
         raise AnnotationError(
             "bbox_outside_photo",

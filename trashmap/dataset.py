@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from trashmap.annotations import boxes_of, current_sets_query
 from trashmap.imaging import decode_oriented
 from trashmap.models import AnnotationBox, AnnotationSet, Photo
-from trashmap.storage import get_photo_bytes
+from trashmap.storage import PhotoBytesMissing, Storage, get_photo_bytes
 from trashmap.taxonomy import class_in_set, class_set_files, supercategory_of
 
 logger = logging.getLogger(__name__)
@@ -172,12 +172,31 @@ def upright_jpeg(data: bytes, width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-def image_files(session: Session, images: Sequence[ExportImage]) -> Iterator[tuple[str, bytes]]:
-    """(file name, JPEG bytes) per image, read and re-encoded one at a time."""
+def image_files(
+    session: Session,
+    document: dict[str, Any],
+    images: Sequence[ExportImage],
+    storage: Storage | None = None,
+) -> Iterator[tuple[str, bytes]]:
+    """(file name, JPEG bytes) per image, read and re-encoded one at a time.
+
+    A photo whose bytes cannot be read is left out, and taken out of `document` too, so
+    write the document after the images.
+    """
+    missing: set[int] = set()
     for image in images:
-        data = get_photo_bytes(session, image.photo_id)
+        try:
+            data = get_photo_bytes(session, image.photo_id, storage)
+        except PhotoBytesMissing as exc:
+            logger.warning("export: photo %s left out: %s", image.photo_id, exc)
+            missing.add(image.photo_id)
+            continue
         yield image.file_name, upright_jpeg(data, image.width, image.height)
-        session.expire_all()  # the bytes are not kept in the identity map
+    if missing:
+        document["images"] = [i for i in document["images"] if i["id"] not in missing]
+        document["annotations"] = [
+            a for a in document["annotations"] if a["image_id"] not in missing
+        ]
 
 
 class _Sink(io.RawIOBase):
@@ -199,18 +218,22 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def zip_chunks(session: Session, flt: DatasetFilter) -> Iterator[bytes]:
+def zip_chunks(
+    session: Session, flt: DatasetFilter, storage: Storage | None = None
+) -> Iterator[bytes]:
     """The export as a zip, yielded file by file (zipfile writes data descriptors when the
-    stream cannot seek, so nothing is held but the file being written)."""
+    stream cannot seek, so nothing is held but the file being written). annotations.json
+    comes last: it lists only the images that could be written."""
     document, images = build_coco(session, flt)
     sink = _Sink()
     with zipfile.ZipFile(sink, "w") as archive:  # type: ignore[arg-type]
+        for name, data in image_files(session, document, images, storage):
+            archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)  # JPEG: no gain
+            yield sink.take()
         archive.writestr(
             ANNOTATIONS_FILE, orjson.dumps(document), compress_type=zipfile.ZIP_DEFLATED
         )
-        yield sink.take()
-        for name, data in image_files(session, images):
-            archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)  # JPEG: no gain
-            yield sink.take()
     yield sink.take()
-    logger.info("coco export: %d images, %d boxes", len(images), len(document["annotations"]))
+    logger.info(
+        "coco export: %d images, %d boxes", len(document["images"]), len(document["annotations"])
+    )

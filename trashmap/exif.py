@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import exifread
 
@@ -43,10 +43,13 @@ class GpsValueError(ValueError):
     """A GPS tag is present but its value cannot be a coordinate."""
 
 
-def read_exif(data: bytes) -> ExifInfo:
-    """Read GPS, DateTimeOriginal (+ OffsetTimeOriginal) and Make/Model; never raises."""
+def read_exif(data: bytes | BinaryIO) -> ExifInfo:
+    """Read GPS, DateTimeOriginal (+ OffsetTimeOriginal) and Make/Model from bytes or an
+    open file (read where it needs, not whole); never raises."""
     try:
-        tags = exifread.process_file(io.BytesIO(data), details=False)
+        tags = exifread.process_file(
+            io.BytesIO(data) if isinstance(data, bytes) else data, details=False
+        )
     except Exception as exc:  # exifread has no single error type for corrupt files
         logger.info("EXIF unreadable: %s", exc)
         return ExifInfo(warnings=(f"EXIF could not be read ({type(exc).__name__})",))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import mmap
 import re
 import time
 import warnings
@@ -111,9 +112,11 @@ def register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def _open(source: bytes | Path, max_pixels: int) -> Image.Image:
+def _open(source: bytes | Path, max_pixels: int, untrusted: bool | None = None) -> Image.Image:
     register_heif()
-    if isinstance(source, bytes) and not source:
+    if (isinstance(source, bytes) and not source) or (
+        isinstance(source, Path) and source.stat().st_size == 0
+    ):
         raise NotAnImage("the file is empty")
     try:
         with warnings.catch_warnings():
@@ -134,10 +137,13 @@ def _open(source: bytes | Path, max_pixels: int) -> Image.Image:
     # Checked before decoding a single pixel, so a bomb never allocates its buffer.
     if width * height > max_pixels:
         raise ImageTooLarge(f"{width}x{height} exceeds the {max_pixels} pixel limit")
-    # Bytes come from uploads and the workers (untrusted); files on disk are ml/'s datasets,
-    # whose headers are read by the thousand and are not walked here.
-    if image.format in ("JPEG", "MPO") and isinstance(source, bytes):
-        scans = count_jpeg_scans(source)
+    # Bytes come from uploads and the workers (untrusted), and so does an upload's spool
+    # file (`untrusted`); other files on disk are ml/'s datasets, whose headers are read by
+    # the thousand and are not walked here.
+    if untrusted is None:
+        untrusted = isinstance(source, bytes)
+    if image.format in ("JPEG", "MPO") and untrusted:
+        scans = _scans_of(source)
         if scans > MAX_JPEG_SCANS:
             raise TooManyScans(
                 f"the JPEG has more than {MAX_JPEG_SCANS} scans; cameras write about 10"
@@ -150,7 +156,15 @@ def _open(source: bytes | Path, max_pixels: int) -> Image.Image:
     return image
 
 
-def count_jpeg_scans(data: bytes) -> int:
+def _scans_of(source: bytes | Path) -> int:
+    if isinstance(source, bytes):
+        return count_jpeg_scans(source)
+    # A file is walked in place through a read-only mapping, never read whole into memory.
+    with open(source, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return count_jpeg_scans(view)
+
+
+def count_jpeg_scans(data: bytes | mmap.mmap) -> int:
     """SOS markers of the first JPEG in `data`, read from segment headers without decoding.
 
     Walks the marker segments by their lengths and skips each scan's entropy-coded data to
@@ -199,15 +213,18 @@ def oriented_size(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
 
 def inspect_image(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, cpu_budget_s: float = DEFAULT_DECODE_CPU_S
+    data: bytes | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    cpu_budget_s: float = DEFAULT_DECODE_CPU_S,
 ) -> ImageInfo:
-    """Validate that `data` is a usable photo that fully decodes; return its oriented size.
+    """Validate that `data` (bytes, or the path of an upload's spool file) is a usable
+    photo that fully decodes; return its oriented size.
 
     Refused before decoding: too small, too thin, too many pixels or progressive scans.
     Refused after decoding: a decode that took more than `cpu_budget_s` CPU seconds, so
     the workers never spend that much on it again.
     """
-    image = _open(data, max_pixels)
+    image = _open(data, max_pixels, untrusted=True)
     width, height = image.size
     if min(width, height) < MIN_SIDE:
         raise ImageTooSmall(f"{width}x{height}: the shorter side must be at least {MIN_SIDE} px")

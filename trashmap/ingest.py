@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import IO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +16,7 @@ from trashmap.exif import GeoTag, coordinate_problem, read_exif
 from trashmap.geodesy import distance_m
 from trashmap.imaging import inspect_image
 from trashmap.models import LocationSource, Photo, PhotoStatus
-from trashmap.storage import put_photo_bytes
+from trashmap.storage import Storage, default_storage, staged_upload, store_original
 
 ALLOWED_FIELDS = frozenset({"lat", "lon", "taken_at"})
 DISAGREEMENT_WARN_M = 1000.0
@@ -90,22 +91,52 @@ def find_by_sha256(session: Session, sha256: str) -> Photo | None:
 
 def ingest_photo(
     session: Session,
-    data: bytes,
+    upload: IO[bytes] | bytes,
     filename: str | None,
     client: ClientFields,
     max_pixels: int,
+    storage: Storage | None = None,
 ) -> tuple[Photo, bool]:
     """Store a new photo (status queued) and commit; (photo, created).
 
+    `upload` is read in chunks (a request's spooled file), hashed and inspected from a
+    local spool file, stored as an object, and only then is its row committed: a row
+    always has its bytes. A storage outage raises StorageUnavailable before any commit.
     A byte-identical photo returns the existing row with created=False. The unique
     sha256 constraint settles two identical uploads that arrive at the same moment.
     """
-    sha256 = hashlib.sha256(data).hexdigest()
-    existing = find_by_sha256(session, sha256)
-    if existing is not None:
+    storage = storage or default_storage()
+    with staged_upload(storage, upload) as staged:
+        existing = find_by_sha256(session, staged.sha256)
+        if existing is not None:
+            return existing, False
+        photo = _describe(staged.path, staged.sha256, staged.size, filename, client, max_pixels)
+        store_original(storage, staged)
+    session.add(photo)
+    try:
+        session.commit()
+    except IntegrityError:
+        # The same bytes committed by another upload meanwhile: its row owns the object.
+        session.rollback()
+        existing = find_by_sha256(session, photo.sha256)
+        if existing is None:
+            raise
         return existing, False
-    image = inspect_image(data, max_pixels=max_pixels)  # raises ImageError -> 415/422
-    exif = read_exif(data)
+    return photo, True
+
+
+def _describe(
+    path: Path,
+    sha256: str,
+    size: int,
+    filename: str | None,
+    client: ClientFields,
+    max_pixels: int,
+) -> Photo:
+    """The new photo's row, from its pixels, its EXIF and the client's fields."""
+    image = inspect_image(path, max_pixels=max_pixels)  # raises ImageError -> 415/422
+    with open(path, "rb") as fh:
+        exif = read_exif(fh)
     warnings = list(exif.warnings)
     geotag, source = exif.geotag, LocationSource.exif if exif.geotag else None
     if client.geotag is not None:
@@ -126,7 +157,7 @@ def ingest_photo(
     photo = Photo(
         sha256=sha256,
         content_type=image.content_type,
-        byte_size=len(data),
+        byte_size=size,
         original_filename=(filename or None) and filename[-255:],
         width=image.width,
         height=image.height,
@@ -142,14 +173,4 @@ def ingest_photo(
         warnings=warnings,
         status=PhotoStatus.queued.value,
     )
-    put_photo_bytes(session, photo, data)
-    session.add(photo)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        existing = find_by_sha256(session, sha256)
-        if existing is None:
-            raise
-        return existing, False
-    return photo, True
+    return photo

@@ -15,7 +15,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Text,
@@ -54,7 +53,7 @@ class LocationSource(str, enum.Enum):
 
 
 class Photo(Base):
-    """One uploaded photo's metadata; its bytes live in `PhotoBlob`."""
+    """One uploaded photo's metadata; its bytes are objects in storage (trashmap.storage)."""
 
     __tablename__ = "photos"
     __table_args__ = (
@@ -104,9 +103,6 @@ class Photo(Base):
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
 
-    blob: Mapped[PhotoBlob] = relationship(
-        back_populates="photo", cascade="all, delete-orphan", uselist=False, lazy="raise"
-    )
     detections: Mapped[list[Detection]] = relationship(
         back_populates="photo", cascade="all, delete-orphan", lazy="raise"
     )
@@ -130,35 +126,6 @@ class Worker(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
-
-
-class PhotoBlob(Base):
-    """A photo's original bytes, apart from the metadata so listing photos never loads them."""
-
-    __tablename__ = "photo_blobs"
-
-    photo_id: Mapped[int] = mapped_column(
-        ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True
-    )
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-
-    photo: Mapped[Photo] = relationship(back_populates="blob")
-
-
-class PhotoDerivative(Base):
-    """A public rendition of a photo (metadata-free JPEG of one size), computed once.
-
-    Keyed by the photo's sha256: deleting the photo deletes its renditions with it.
-    """
-
-    __tablename__ = "photo_derivatives"
-
-    sha256: Mapped[str] = mapped_column(
-        String(64), ForeignKey("photos.sha256", ondelete="CASCADE"), primary_key=True
-    )
-    size: Mapped[int] = mapped_column(Integer, primary_key=True)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 # The key of model_versions.metrics that marks a random, untrained detector's row.

@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 
 
 def fold(session: Session) -> int:
-    """Move pending deltas into grid_counts; -1 when another fold is running."""
+    """Move pending deltas into grid_counts (and the tile change counters of migration
+    0009 into tile_changes); -1 when another fold is running."""
+    session.execute(sa.text("SELECT trashmap_fold_tile_changes()"))
     return int(session.scalar(sa.text("SELECT trashmap_fold_grid_counts()")) or 0)
 
 

@@ -86,6 +86,16 @@ def _public_url(name: str) -> str:
     return raw
 
 
+def _storage_url(name: str) -> str:
+    """file:///absolute/path or s3://bucket[/prefix], or empty (the file:// default)."""
+    raw = (_env(name) or "").rstrip("/")
+    if not raw:
+        return ""
+    if raw.startswith("file:///") or (raw.startswith("s3://") and len(raw) > len("s3://")):
+        return raw
+    raise SettingsError(f"{name}={raw!r} must be file:///absolute/path or s3://bucket/prefix")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a trashmap process can be told; see `.env.example` for each variable."""
@@ -146,6 +156,12 @@ class Settings:
     # X-Forwarded-Proto are trusted for the client address; 0 = none, the socket's peer is
     # the client.
     proxy_hops: int = 0
+    # Where photo bytes live: file:///path or s3://bucket/prefix; empty = file://<data_dir>/storage.
+    storage_url: str = ""
+    # The S3 API of a server that is not AWS (MinIO, Ceph, Garage): http://minio:9000.
+    s3_endpoint_url: str = ""
+    # s3:// only: /image answers with a redirect to a presigned URL instead of the bytes.
+    storage_presign: bool = False
 
     @property
     def is_embedded(self) -> bool:
@@ -204,6 +220,9 @@ class Settings:
             rate_limit_storage_url=_env("TRASHMAP_RATE_LIMIT_STORAGE_URL", ""),
             public_url=_public_url("TRASHMAP_PUBLIC_URL"),
             proxy_hops=_int("TRASHMAP_PROXY_HOPS", 0, lo=0),
+            storage_url=_storage_url("TRASHMAP_STORAGE_URL"),
+            s3_endpoint_url=_public_url("TRASHMAP_S3_ENDPOINT_URL"),
+            storage_presign=_bool("TRASHMAP_STORAGE_PRESIGN", False),
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from trashmap.db import make_engine, make_session_factory
 from trashmap.queue import DetectionQueue
 from trashmap.settings import Settings
+from trashmap.storage import Storage, open_storage
 
 
 @dataclass
@@ -37,6 +38,15 @@ class Services:
 
 def services() -> Services:
     return current_app.extensions["trashmap"]
+
+
+def storage() -> Storage:
+    """The app's photo storage (trashmap.storage), opened on first use."""
+    extensions = current_app.extensions
+    if "trashmap.storage" not in extensions:
+        extensions["trashmap.storage"] = open_storage(services().settings)
+    found: Storage = extensions["trashmap.storage"]
+    return found
 
 
 def db() -> Session:

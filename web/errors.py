@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from trashmap.imaging import ImageError, NotAnImage, UnsupportedFormat
+from trashmap.storage import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ def register_error_handlers(app: Flask) -> None:
         logger.warning("database unavailable: %s", exc.orig)
         response, status = error_response(
             503, "database_unavailable", "the database is unavailable; retry shortly"
+        )
+        response.headers["Retry-After"] = "5"
+        return response, status
+
+    @app.errorhandler(StorageUnavailable)
+    def _storage_down(exc: StorageUnavailable):  # type: ignore[no-untyped-def]
+        # Nothing was committed: the client retries and the photo is stored then.
+        logger.warning("storage unavailable: %s", exc)
+        response, status = error_response(
+            503, "storage_unavailable", "photo storage is unavailable; retry shortly"
         )
         response.headers["Retry-After"] = "5"
         return response, status

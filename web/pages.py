@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, url_for
 from sqlalchemy import select
 
+from trashmap.annotations import allowed_labels
 from trashmap.models import ModelVersion
-from trashmap.taxonomy import supercategories
+from trashmap.taxonomy import category_to_supercategory, supercategories
 from web.context import db
 
 bp = Blueprint("pages", __name__)
@@ -19,11 +20,16 @@ def home():  # type: ignore[no-untyped-def]
 
 @bp.get("/map")
 def map_page():  # type: ignore[no-untyped-def]
-    """Detections on a Leaflet map with filters, a legend and photo popups."""
+    """Detections on a MapLibre map (vector tiles) with filters, a legend and photo popups."""
     # The page warns when it shows detections of these random detectors.
     untrained = [row.label for row in db().scalars(select(ModelVersion)) if row.untrained]
     return render_template(
-        "map.html", page="map", supercategories=supercategories(), untrained_models=untrained
+        "map.html",
+        page="map",
+        supercategories=supercategories(),
+        untrained_models=untrained,
+        # Points are coloured by supercategory; tiles carry only the label.
+        label_kinds=category_to_supercategory(),
     )
 
 
@@ -33,7 +39,8 @@ def review_page():  # type: ignore[no-untyped-def]
 
     The page holds no data itself: it signs in with an API key kept in the browser's storage.
     """
-    return render_template("review.html", page="review")
+    labels = sorted(allowed_labels(db()))
+    return render_template("review.html", page="review", labels=labels)
 
 
 @bp.get("/upload")

@@ -20,7 +20,7 @@ from trashmap import rollup
 from trashmap.db import session_scope
 from trashmap.imaging import ImageError
 from trashmap.models import Detection, Photo, PhotoStatus, utcnow
-from trashmap.storage import PhotoBytesMissing, get_photo_bytes
+from trashmap.storage import PhotoBytesMissing, default_storage, get_photo_bytes
 from worker import metrics
 from worker.batching import DeadlineExceeded, Inference
 from worker.leases import Membership, lease_held, worker_alive
@@ -291,7 +291,9 @@ def _run(
     photo_id = photo.id
     t0 = time.perf_counter()
     with session_scope(sessions) as session:
-        data = get_photo_bytes(session, photo_id)
+        # Storage outages retry (StorageUnavailable is a ConnectionError); a missing or
+        # corrupted object (PhotoBytesMissing, PhotoCorrupted) fails the photo.
+        data = get_photo_bytes(session, photo_id, default_storage())
     t1 = time.perf_counter()
     image, factor = within(deadline, "decoding", decode, data)
     t2 = time.perf_counter()

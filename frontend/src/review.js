@@ -4,10 +4,11 @@
 import { createImageAnnotator } from "@annotorious/annotorious";
 import "@annotorious/annotorious/annotorious.css";
 import "./pages.css";
+import "./review.css";
 
 const KEY_STORAGE = "trashmap.review.key";
 const $ = (id) => document.getElementById(id);
-const LABELS = JSON.parse(document.body.dataset.labels || "[]");
+const LABELS = JSON.parse(document.querySelector("main.review").dataset.labels || "[]");
 
 let queue = [];
 let current = null; // {photo, annotator, scale}
@@ -131,7 +132,8 @@ function renderBoxes() {
     select.className = "box-label";
     select.setAttribute("aria-label", `label of box ${index + 1}`);
     select.addEventListener("change", () => {
-      current.annotator.updateAnnotation(withLabel(annotation, select.value));
+      const latest = current.annotator.getAnnotationById(annotation.id) || annotation;
+      current.annotator.updateAnnotation(withLabel(latest, select.value));
       renderBoxes();
     });
     const remove = document.createElement("button");

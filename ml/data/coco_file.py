@@ -81,6 +81,63 @@ def subset(data: CocoDict, image_ids: Iterable[int]) -> CocoDict:
     return out
 
 
+def merge(base: CocoDict, extra: CocoDict, extra_root: Path) -> CocoDict:
+    """`extra`'s images and boxes added to `base`'s, each image kept whole (so folds and
+    holdouts, which split by image, never split one photo).
+
+    Categories are matched by name: an extra category that `base` has takes its id, a new
+    one is appended (a class set then maps both files' names alike). Extra images get fresh
+    ids and absolute file names under `extra_root`, so one images folder serves both.
+    """
+    categories = [dict(c) for c in base["categories"]]
+    by_name = {str(c["name"]): int(c["id"]) for c in categories}
+    next_category = max(by_name.values(), default=0) + 1
+    category_of: dict[int, int] = {}
+    for category in extra["categories"]:
+        name = str(category["name"])
+        if name not in by_name:
+            by_name[name] = next_category
+            categories.append({**category, "id": next_category})
+            next_category += 1
+        category_of[int(category["id"])] = by_name[name]
+    image_offset = max((int(i["id"]) for i in base["images"]), default=0)
+    ann_offset = max((int(a["id"]) for a in base["annotations"]), default=0)
+    images = list(base["images"]) + [
+        {
+            **image,
+            "id": int(image["id"]) + image_offset,
+            "file_name": str((extra_root / image["file_name"]).resolve()),
+        }
+        for image in extra["images"]
+    ]
+    annotations = list(base["annotations"]) + [
+        {
+            **ann,
+            "id": int(ann["id"]) + ann_offset,
+            "image_id": int(ann["image_id"]) + image_offset,
+            "category_id": category_of[int(ann["category_id"])],
+        }
+        for ann in extra["annotations"]
+        if int(ann["category_id"]) in category_of
+    ]
+    logger.info(
+        "merged %d extra images (%d boxes) into %d",
+        len(extra["images"]),
+        len(extra["annotations"]),
+        len(base["images"]),
+    )
+    return {**base, "images": images, "annotations": annotations, "categories": categories}
+
+
+def read_training_coco(annotations: Path, extra: Path | None = None) -> CocoDict:
+    """The training file, with `extra` merged in when given (its file names are relative to
+    its own folder, as `trashmap dataset export` writes them)."""
+    data = read_coco(annotations)
+    if extra is None:
+        return data
+    return merge(data, read_coco(extra), extra.parent)
+
+
 def write_json(data: Any, path: Path, indent: int | None = None) -> Path:
     """Write atomically, so processes running folds side by side never read half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from torch.utils.data import Sampler
 
@@ -19,7 +19,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def __init__(
         self,
-        sampler: Sampler[int],
+        sampler: Sampler[int] | Sequence[int],
         group_ids: Sequence[int],
         batch_size: int,
         *,
@@ -53,7 +53,11 @@ class GroupedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         if self.equal_length:
             return math.ceil(len(self.sampler) / self.batch_size)  # type: ignore[arg-type]
+        # A sampler as long as the data is a permutation of it: count the groups without
+        # drawing one, which would advance a random sampler's generator.
+        size = len(self.sampler)  # type: ignore[arg-type]
+        indices: Iterable[int] = range(size) if size == len(self.group_ids) else self.sampler
         counts: dict[int, int] = defaultdict(int)
-        for index in self.sampler:
+        for index in indices:
             counts[self.group_ids[index]] += 1
         return sum(math.ceil(n / self.batch_size) for n in counts.values())

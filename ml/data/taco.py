@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ class ImageRecord:
     labels: torch.Tensor  # (N,) int64, 1-based class-set labels
     areas: torch.Tensor  # (N,) float32, the file's area (segment area for TACO)
     iscrowd: torch.Tensor  # (N,) int64
+    # (M, 4) boxes of categories outside the class set: ignore regions when scoring.
+    outside: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4)))
 
 
 @dataclass
@@ -55,20 +57,26 @@ def convert_boxes(
     category_labels: Mapping[int, int],
     report: BoxReport,
     min_size: float = 1.0,
+    outside: list[tuple[float, float, float, float]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """COCO xywh -> clipped xyxy with labels; the only place boxes are converted or dropped."""
+    """COCO xywh -> clipped xyxy with labels; the only place boxes are converted or dropped.
+
+    Boxes of categories outside the class set are appended to `outside` when it is given.
+    """
     boxes, labels, areas, crowd = [], [], [], []
     for ann in annotations:
         label = category_labels.get(int(ann["category_id"]))
-        if label is None:
-            report.not_in_class_set += 1
-            continue
         x, y, w, h = (float(v) for v in ann["bbox"])
         if not all(math.isfinite(v) for v in (x, y, w, h)):
             report.degenerate += 1  # a NaN box would turn the whole batch's loss into NaN
             continue
         x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
         x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+        if label is None:
+            report.not_in_class_set += 1
+            if outside is not None and x2 > x1 and y2 > y1:
+                outside.append((x1, y1, x2, y2))
+            continue
         if (x1, y1, x2, y2) != (x, y, x + w, y + h):
             report.clipped += 1  # TACO has boxes starting at -1 px
         if x2 - x1 < min_size or y2 - y1 < min_size:
@@ -90,9 +98,11 @@ def convert_boxes(
 class TacoDataset(torch.utils.data.Dataset):
     """COCO-format detection data: (image, target) with all boxes of the image.
 
-    Images whose annotations all fall outside the class set (or that have none) stay in as
-    negatives unless `keep_empty` is False. `transforms` receive a uint8 tv_tensors.Image and a
-    target whose "boxes" are tv_tensors.BoundingBoxes, so geometry moves boxes with pixels.
+    Images without any box of the class set stay in as negatives unless `keep_empty` is False.
+    Boxes of categories outside the set are kept as `ImageRecord.outside`, ignore regions in
+    `ground_truth`; `drop_outside` leaves out every image holding one, so that litter outside
+    the set is never trained as background. `transforms` receive a uint8 tv_tensors.Image and
+    a target whose "boxes" are tv_tensors.BoundingBoxes, so geometry moves boxes with pixels.
     """
 
     def __init__(
@@ -105,6 +115,7 @@ class TacoDataset(torch.utils.data.Dataset):
         image_ids: Sequence[int] | None = None,
         keep_empty: bool = True,
         min_box_size: float = 1.0,
+        drop_outside: bool = False,
     ) -> None:
         data = read_coco(annotations) if isinstance(annotations, Path) else repair_ids(annotations)
         self.source = str(annotations) if isinstance(annotations, Path) else "annotations"
@@ -113,16 +124,27 @@ class TacoDataset(torch.utils.data.Dataset):
         self.class_set = class_set
         self.transforms = transforms
         self.report = BoxReport()
+        self.dropped_outside = 0
         category_labels = class_set.category_labels(data["categories"])
         ids = list(image_ids) if image_ids is not None else sorted(coco.getImgIds())
         self.records: list[ImageRecord] = []
         for image_id in ids:
             info = coco.loadImgs(image_id)[0]
             anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+            outside: list[tuple[float, float, float, float]] = []
             boxes, labels, areas, crowd = convert_boxes(
-                anns, info["width"], info["height"], category_labels, self.report, min_box_size
+                anns,
+                info["width"],
+                info["height"],
+                category_labels,
+                self.report,
+                min_box_size,
+                outside,
             )
-            if len(boxes) == 0 and not keep_empty:
+            if outside and drop_outside:
+                self.dropped_outside += 1
+                continue
+            if len(boxes) == 0 and not outside and not keep_empty:
                 continue
             self.records.append(
                 ImageRecord(
@@ -134,6 +156,7 @@ class TacoDataset(torch.utils.data.Dataset):
                     labels,
                     areas,
                     crowd,
+                    torch.tensor(outside, dtype=torch.float32).reshape(-1, 4),
                 )
             )
         logger.info(
@@ -146,6 +169,13 @@ class TacoDataset(torch.utils.data.Dataset):
             self.report.not_in_class_set,
             class_set.name,
         )
+        if self.dropped_outside:
+            logger.info(
+                "%s: left out %d images holding boxes outside class set %s",
+                self.source,
+                self.dropped_outside,
+                class_set.name,
+            )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -187,6 +217,12 @@ class TacoDataset(torch.utils.data.Dataset):
         """0 for portrait, 1 for landscape images; batches mix only one kind."""
         return [int(r.width >= r.height) for r in self.records]
 
+    def size_groups(self) -> list[int]:
+        """One group per image size: evaluation batches hold only equal sizes, so no image
+        is padded to another's shape and results do not depend on the batch size."""
+        sizes: dict[tuple[int, int], int] = {}
+        return [sizes.setdefault((r.width, r.height), len(sizes)) for r in self.records]
+
     def ground_truth(self) -> CocoDict:
         """These images and boxes as COCO in class-set labels, for COCOeval."""
         images: list[dict[str, Any]] = []
@@ -213,6 +249,19 @@ class TacoDataset(torch.utils.data.Dataset):
                         "iscrowd": crowd,
                     }
                 )
+            # Litter of other categories: a detection there is neither right nor wrong.
+            for x1, y1, x2, y2 in r.outside.tolist():
+                for label in range(1, len(self.class_set.classes) + 1):
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": r.image_id,
+                            "category_id": label,
+                            "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "area": (x2 - x1) * (y2 - y1),
+                            "iscrowd": 1,
+                        }
+                    )
         categories = [{"id": i + 1, "name": name} for i, name in enumerate(self.class_set.classes)]
         return {"images": images, "annotations": annotations, "categories": categories}
 

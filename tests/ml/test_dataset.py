@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from ml.categories import load_class_set
+from ml.categories import ClassSet, load_class_set
+from ml.coco_eval import coco_metrics
 from ml.data import TacoDataset
 from ml.data.coco_file import read_coco
 from ml.images import ImageSizeError
@@ -86,7 +87,13 @@ def test_official_file_keeps_all_4784_boxes_despite_its_defects(taco_annotations
     assert {93, 101} <= {r.image_id for r in dataset.records if len(r.boxes)}
     taco15 = TacoDataset(data, None, load_class_set("taco15"), keep_empty=False)
     assert taco15.report.kept + taco15.report.not_in_class_set == 4784
-    assert len(taco15) < 1500  # images with only other classes dropped on request
+    # Litter of other categories is never "nothing": its boxes are kept as ignore regions...
+    outside = sum(len(r.outside) for r in taco15.records)
+    assert outside == taco15.report.not_in_class_set == 1147
+    assert len(taco15) == 1500
+    # ... or, for training without an 'other litter' class, their images are left out.
+    dropping = TacoDataset(data, None, load_class_set("taco15"), drop_outside=True)
+    assert dropping.dropped_outside == 615 and len(dropping) == 1500 - 615
 
 
 def test_clipping_degenerate_boxes_and_negatives(tmp_path: Path) -> None:
@@ -156,3 +163,62 @@ def test_generated_shapes_dataset(shapes: Path) -> None:
     assert set(dataset.aspect_groups()) == {0, 1}
     image, target = dataset[0]
     assert image.dtype == torch.uint8 and image.shape[0] == 3
+
+
+def test_litter_outside_the_class_set_is_ignored_in_scoring_never_background(
+    shapes: Path,
+) -> None:
+    """Triangles are litter the set leaves out: a detection there is no false positive."""
+    data = read_coco(shapes / "annotations.json")
+    no_triangles = ClassSet(name="no-triangles", classes=("circle", "square"))
+    dataset = TacoDataset(data, shapes, no_triangles)
+    triangles = [a for a in data["annotations"] if a["category_id"] == 3]
+    assert triangles and sum(len(r.outside) for r in dataset.records) == len(triangles)
+    gt = dataset.ground_truth()
+    crowd = [a for a in gt["annotations"] if a["iscrowd"]]
+    assert len(crowd) == 2 * len(triangles)  # an ignore region for every class
+    real = [a for a in gt["annotations"] if not a["iscrowd"]]
+    perfect = [
+        {
+            "image_id": a["image_id"],
+            "boxes": [
+                [
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                ]
+            ],
+            "scores": [0.5],
+            "labels": [a["category_id"]],
+        }
+        for a in real
+    ]
+    on_triangles = [
+        {
+            "image_id": a["image_id"],
+            "boxes": [
+                [
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                ]
+            ],
+            "scores": [0.99],
+            "labels": [1],
+        }
+        for a in triangles
+    ]
+    metrics = coco_metrics(gt, perfect + on_triangles, no_triangles.classes)
+    assert metrics["map"] == pytest.approx(1.0)
+    # Training: images with triangles are left out, or the triangles become 'other litter'.
+    dropping = TacoDataset(data, shapes, no_triangles, drop_outside=True)
+    held = {a["image_id"] for a in triangles}
+    assert {r.image_id for r in dropping.records}.isdisjoint(held)
+    with_other = no_triangles.with_other()
+    assert with_other.classes == ("circle", "square", "other litter")
+    assert with_other.scored() == no_triangles
+    other = TacoDataset(data, shapes, with_other, drop_outside=True)
+    assert len(other) == len(data["images"])
+    assert sum(int((r.labels == 3).sum()) for r in other.records) == len(triangles)

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ml import recipe
+from ml import distributed, recipe
 from ml.categories import load_class_set
 from ml.data import TacoDataset
 from ml.detector import Detector, read_checkpoint, save_checkpoint
-from ml.engine import NonFiniteLossError
+from ml.engine import NonFiniteLossError, evaluate
 from ml.evaluate import EvaluateOptions
 from ml.evaluate import main as evaluate_main
 from ml.train import BEST, LAST, METRICS, TrainOptions, TrainResult
@@ -76,7 +76,11 @@ def test_run_folder_and_self_describing_checkpoint(
     assert result.checkpoint == out / BEST and (out / LAST).is_file()
     info, payload = read_checkpoint(out / BEST)
     assert info.arch == SMALL["model"] and info.class_names == ("litter",)
-    assert (info.min_size, info.max_size) == (144, 192) and info.score_threshold == 0.5
+    assert (info.min_size, info.max_size) == (144, 192)
+    # The workers' threshold is the one with the best F1 on the validation split.
+    chosen = info.metrics["val"]["best_f1"]
+    assert 0 < chosen["f1"] <= 1 and info.score_threshold == pytest.approx(chosen["threshold"])
+    assert payload["score_threshold_source"] == "validation best F1"
     assert info.version == options.version or len(info.version) == 14  # UTC start time
     assert info.metrics["best_epoch"] == result.best_epoch
     assert info.metrics["val"]["map"] == result.val_metrics["map"]
@@ -206,3 +210,39 @@ def test_a_non_finite_loss_stops_the_run(shapes: Path, tmp_path: Path) -> None:
     with pytest.raises(NonFiniteLossError, match="loss is (nan|inf)"):
         train_main(options)
     assert not (tmp_path / BEST).exists()
+
+
+def test_evaluation_results_do_not_depend_on_the_batch_size(
+    trained: tuple[TrainOptions, TrainResult],
+) -> None:
+    """Portrait and landscape photos alternate: a batch of 4 must not pad one to the other."""
+    options, result = trained
+    test_set = TacoDataset(
+        options.test_annotations,
+        options.images,
+        load_class_set("litter"),
+        eval_transforms(144, 192),
+    )
+    model = Detector.from_checkpoint(result.checkpoint, "cpu").model
+    found = {}
+    for batch_size in (1, 4):
+        loader = recipe.loader(
+            test_set,
+            dataclasses.replace(options, batch_size=batch_size),
+            distributed.Context(),
+            train=False,
+        )
+        found[batch_size] = {
+            d["image_id"]: d for d in evaluate(model, loader, torch.device("cpu"), progress=False)
+        }
+    assert found[1].keys() == found[4].keys() == {r.image_id for r in test_set.records}
+    assert sum(len(d["boxes"]) for d in found[1].values()) > 0
+    for image_id, one in found[1].items():
+        four = found[4][image_id]
+        assert len(one["boxes"]) == len(four["boxes"]), image_id
+        assert torch.allclose(
+            torch.tensor(one["boxes"]).reshape(-1, 4),
+            torch.tensor(four["boxes"]).reshape(-1, 4),
+            atol=1e-2,
+        )
+        assert torch.allclose(torch.tensor(one["scores"]), torch.tensor(four["scores"]), atol=1e-4)

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from tests.reliability.servers import PrivatePostgres, PrivateRedis
 
 ROOT = Path(__file__).resolve().parents[2]
+# Photo seeds per scenario, so scenarios run on one database upload distinct photos.
+KILL_SEEDS, REDIS_SEEDS = 0, 500
 RUN_LINE = re.compile(r"photo (\d+): \d+ detections \(version (\d+)")
 
 
@@ -146,12 +148,17 @@ def upload_until(
         stop.wait(pause_s)
 
 
-def start_clients(url: str, clients: int, pause_s: float) -> tuple[Uploads, Callable[[], None]]:
-    """Start `clients` upload threads; returns their record and a function that stops them."""
+def start_clients(
+    url: str, clients: int, pause_s: float, first_seed: int = 0
+) -> tuple[Uploads, Callable[[], None]]:
+    """Start `clients` upload threads (photos from `first_seed` on, distinct across
+    clients); returns their record and a function that stops them."""
     uploads = Uploads()
     stop = threading.Event()
     threads = [
-        threading.Thread(target=upload_until, args=(url, stop, uploads, i, pause_s), daemon=True)
+        threading.Thread(
+            target=upload_until, args=(url, stop, uploads, first_seed + i, pause_s), daemon=True
+        )
         for i in range(clients)
     ]
     for thread in threads:
@@ -254,7 +261,7 @@ def kill_workers_while_uploading(
     """Clients upload while `kills` times a random worker's process group is SIGKILLed at a
     random moment and started again; uploads stop after the last kill."""
     rng = random.Random(seed)
-    uploads, finish = start_clients(url, clients, pause_s)
+    uploads, finish = start_clients(url, clients, pause_s, first_seed=KILL_SEEDS)
     done = 0
     try:
         for _ in range(kills):
@@ -365,7 +372,7 @@ def redis_outage_soak(
     try:
         worker.wait_ready()
         web.wait_listening()
-        uploads, finish = start_clients(web.url, clients, pause_s=0.3)
+        uploads, finish = start_clients(web.url, clients, pause_s=0.3, first_seed=REDIS_SEEDS)
         try:
             time.sleep(4)
             redis_server.stop()

@@ -37,7 +37,7 @@ def live_api(pg_settings, pg_engine):  # type: ignore[no-untyped-def]
     from web import create_app
 
     with pg_engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE photos, photo_blobs, detections RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("TRUNCATE photos, detections RESTART IDENTITY CASCADE"))
     seed_map(make_session_factory(pg_engine), photos=30)
     app = create_app(pg_settings)
     with LiveServer(app) as server:
@@ -50,7 +50,7 @@ def staff_headers(pg_engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
     from tests.web.conftest import make_token
     from trashmap.db import make_session_factory
 
-    token = make_token(make_session_factory(pg_engine), "read:stats", "export", "write")
+    token = make_token(make_session_factory(pg_engine), "read:stats", "export", "write", "review")
     return {"Authorization": f"Bearer {token}"}
 
 

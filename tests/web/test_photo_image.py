@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 
-import sqlalchemy as sa
 from PIL import Image, ImageCms
 
 from tests.conftest import PHOTOS_DIR, post_photo
-from trashmap.models import PhotoBlob, PhotoDerivative
+from trashmap.models import Photo
+from trashmap.storage import default_storage, derivative_key, photo_key
 
 GPS_PHOTO = PHOTOS_DIR / "exifsamples__jpg_gps_DSCN0010.jpg"
 
@@ -109,16 +109,17 @@ def test_each_rendition_is_computed_once_and_goes_with_its_photo(  # type: ignor
     photo_id = post_photo(client, GPS_PHOTO).get_json()["id"]
     first = client.get(f"/api/v1/photos/{photo_id}/image", query_string={"max_size": 512})
     with pg_sessions() as session:
-        kept = session.execute(sa.select(PhotoDerivative.size, PhotoDerivative.data)).all()
-        # Without the original, only what was kept can still be served.
-        session.execute(sa.delete(PhotoBlob).where(PhotoBlob.photo_id == photo_id))
-        session.commit()
-    assert [(512, first.data)] == [tuple(row) for row in kept]
+        sha256 = session.get(Photo, photo_id).sha256
+    storage = default_storage()
+    kept = [obj.key for obj in storage.list(f"derivatives/{sha256}/")]
+    assert kept == [derivative_key(sha256, 512)]
+    assert storage.get(derivative_key(sha256, 512)) == first.data
+    # Without the original, only what was kept can still be served.
+    storage.delete(photo_key(sha256))
     second = client.get(f"/api/v1/photos/{photo_id}/image", query_string={"max_size": 512})
     assert second.status_code == 200 and second.data == first.data
     other = client.get(f"/api/v1/photos/{photo_id}/image", query_string={"max_size": 256})
     assert other.status_code == 404
     headers = {"Authorization": f"Bearer {staff_token}"}
     assert client.delete(f"/api/v1/photos/{photo_id}", headers=headers).status_code == 204
-    with pg_sessions() as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(PhotoDerivative)) == 0
+    assert list(storage.list(f"derivatives/{sha256}/")) == []

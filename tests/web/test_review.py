@@ -312,6 +312,8 @@ def test_the_coco_export_holds_exactly_the_reviewed_boxes(
     labelled = json.loads(_export(client, export_token, label="Drink can").read("annotations.json"))
     assert [i["id"] for i in labelled["images"]] == [rotated["id"]]
     assert len(labelled["annotations"]) == 1
+    boxed = json.loads(_export(client, export_token, bbox="11,43,12,44").read("annotations.json"))
+    assert [i["id"] for i in boxed["images"]] == [plain["id"]]  # the one with a GPS position
     taco10 = json.loads(_export(client, export_token, classes="taco10").read("annotations.json"))
     assert len(taco10["categories"]) == 10
     assert {taco10["categories"][a["category_id"] - 1]["name"] for a in taco10["annotations"]} == {
@@ -434,3 +436,94 @@ def test_a_version_that_finds_the_verified_boxes_scores_map_one(
         cli, ["models", "compare", exact_ref, shifted_ref], env=settings_env(pg_settings)
     )
     assert table.exit_code == 0 and "mAP50" in table.output and "1.0000" in table.output
+
+
+@pytest.mark.slow
+def test_the_review_page_draws_relabels_and_saves(
+    live_server, client, pg_sessions, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from tests.web.test_pages import CHROMIUM, CHROMIUM_ARGS
+
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"{CHROMIUM} is missing: `apt-get install chromium` (scripts/test does)")
+    from playwright.sync_api import sync_playwright
+
+    photo = post_photo(client, PLAIN).get_json()  # 640 x 480
+    with session_scope(pg_sessions) as session:
+        version = _version(session, "page-model", ["class_1", "class_2"])
+        for label, score, box in (
+            ("class_1", 0.9, (40, 50, 200, 220)),
+            ("class_2", 0.6, (300, 100, 420, 260)),
+        ):
+            session.add(
+                Detection(
+                    photo_id=photo["id"],
+                    model_version_id=version.id,
+                    label=label,
+                    score=score,
+                    x1=box[0],
+                    y1=box[1],
+                    x2=box[2],
+                    y2=box[3],
+                )
+            )
+        row = session.get(Photo, photo["id"])
+        assert row is not None
+        row.status, row.model_version_id = "done", version.id
+    token = make_token(pg_sessions, "review", name="page-reviewer")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{live_server.url}/review")
+            page.fill("#api-key", token)
+            page.click("#signin-button")
+            page.wait_for_selector(
+                f'body[data-photo="{photo["id"]}"]', state="attached", timeout=20_000
+            )
+            assert token not in page.url
+            assert page.evaluate("localStorage.getItem('trashmap.review.key')") == token
+            boxes = page.locator("#boxes li")
+            assert boxes.count() == 2
+            # Relabel the second suggestion.
+            boxes.nth(1).locator("select.box-label").select_option("Cigarette")
+            # Draw a new box by dragging over an empty part of the photo.
+            page.select_option("#new-label", "Drink can")
+            image = page.locator("#photo").bounding_box()
+            assert image is not None
+            sx = image["width"] / photo["width"]
+            sy = image["height"] / photo["height"]
+            start = (image["x"] + 480 * sx, image["y"] + 300 * sy)
+            end = (image["x"] + 600 * sx, image["y"] + 440 * sy)
+            page.mouse.move(*start)
+            page.mouse.down()
+            for step in range(1, 11):
+                page.mouse.move(
+                    start[0] + (end[0] - start[0]) * step / 10,
+                    start[1] + (end[1] - start[1]) * step / 10,
+                )
+            page.mouse.up()
+            expect_count = 3
+            for _ in range(50):
+                if boxes.count() == expect_count:
+                    break
+                page.wait_for_timeout(100)
+            assert boxes.count() == expect_count
+            page.screenshot(path=str(tmp_path / "review.png"))
+            page.click("#save")
+            page.wait_for_selector(
+                f'body[data-saved="{photo["id"]}"]', state="attached", timeout=10_000
+            )
+        finally:
+            browser.close()
+    stored = client.get(
+        f"/api/v1/photos/{photo['id']}/annotations", headers=_auth(token)
+    ).get_json()["current"]
+    got = sorted(stored["annotations"], key=lambda a: a["bbox"][0])
+    assert [a["label"] for a in got] == ["class_1", "Cigarette", "Drink can"]
+    assert got[0]["bbox"] == pytest.approx([40, 50, 200, 220], abs=0.5)
+    assert got[1]["bbox"] == pytest.approx([300, 100, 420, 260], abs=0.5)
+    assert got[2]["bbox"] == pytest.approx([480, 300, 600, 440], abs=6)
+    assert stored["by"] == "page-reviewer" and stored["no_litter"] is False

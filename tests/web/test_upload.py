@@ -9,13 +9,16 @@ import sqlalchemy as sa
 from PIL import Image
 
 from tests.conftest import PHOTOS_DIR, manifest, post_photo
-from trashmap.models import Photo, PhotoBlob
+from trashmap.models import Photo
+from trashmap.storage import open_storage, photo_key
 from web import create_app
 
 ROWS = manifest()
 
 
-def test_every_real_photo_is_stored_with_its_manifest_location(client, pg_sessions) -> None:  # type: ignore[no-untyped-def]
+def test_every_real_photo_is_stored_with_its_manifest_location(  # type: ignore[no-untyped-def]
+    client, pg_sessions, pg_settings
+) -> None:
     for row in ROWS:
         response = post_photo(client, row.path)
         body = response.get_json()
@@ -43,9 +46,10 @@ def test_every_real_photo_is_stored_with_its_manifest_location(client, pg_sessio
     accepted = sum(r.accepted for r in ROWS)
     with pg_sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Photo)) == accepted
-        stored = session.scalar(
-            sa.select(PhotoBlob.data).join(Photo).where(Photo.original_filename == ROWS[0].file)
+        sha256 = session.scalar(
+            sa.select(Photo.sha256).where(Photo.original_filename == ROWS[0].file)
         )
+    stored = open_storage(pg_settings).get(photo_key(sha256))
     assert stored == ROWS[0].path.read_bytes()  # the original bytes, untouched
 
 

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import PHOTOS_DIR, SMALL_DETECTOR_ENV
 from trashmap.db import session_scope
 from trashmap.ingest import ClientFields, ingest_photo
-from trashmap.models import Detection, ModelVersion, Photo, PhotoBlob
+from trashmap.models import Detection, ModelVersion, Photo
 from trashmap.queue import DetectionQueue
 from trashmap.settings import Settings
+from trashmap.storage import default_storage, put_photo_bytes
 from worker.leases import Membership
 
 SMALL_ARCH = SMALL_DETECTOR_ENV["TRASHMAP_UNTRAINED_ARCH"]
@@ -85,12 +86,11 @@ def producer(pg_settings: Settings) -> Iterator[DetectionQueue]:
 
 
 def store_image(sessions: sessionmaker[Session], data: bytes, width: int, height: int) -> int:
-    """Store image bytes as a photo row directly (as an older upload path may have let in)."""
-    import hashlib
-
+    """Store image bytes and their photo row directly (as an older upload path let them in)."""
+    sha256 = put_photo_bytes(default_storage(), data)
     with session_scope(sessions) as session:
         photo = Photo(
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha256,
             content_type="image/jpeg",
             byte_size=len(data),
             width=width,
@@ -98,7 +98,6 @@ def store_image(sessions: sessionmaker[Session], data: bytes, width: int, height
         )
         session.add(photo)
         session.flush()
-        session.add(PhotoBlob(photo_id=photo.id, data=data))
         return photo.id
 
 

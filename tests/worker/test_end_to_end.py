@@ -134,11 +134,13 @@ def test_a_photo_whose_bytes_cannot_be_decoded_is_failed_with_a_reason(
 ) -> None:
     photo_id = post_photo(client, PHOTOS_DIR / "exiftool__t_images_GPS.jpg").get_json()["id"]
     wait_for_status(pg_sessions, [photo_id])
-    from trashmap.models import PhotoBlob
+    from trashmap.storage import default_storage, put_photo_bytes
 
+    # Bytes that match their checksum but are no image (a damaged object is PhotoCorrupted).
+    sha256 = put_photo_bytes(default_storage(), b"\xff\xd8\xff\xe0garbage")
     with pg_sessions.begin() as session:
-        session.get(PhotoBlob, photo_id).data = b"\xff\xd8\xff\xe0garbage"
-        session.get(Photo, photo_id).status = "queued"
+        photo = session.get(Photo, photo_id)
+        photo.sha256, photo.status = sha256, "queued"
     producer = Celery(set_as_current=False)
     producer.conf.update(celery_config(pg_settings))
     producer.send_task(DETECT_TASK, args=[photo_id])

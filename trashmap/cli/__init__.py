@@ -413,13 +413,17 @@ def _register_command_modules() -> None:
     """Attach commands defined in other modules (each imports only click at module level)."""
     from ml.cli import ml
     from trashmap.cli.dataset import dataset
+    from trashmap.cli.export import export
     from trashmap.cli.keys import keys
     from trashmap.cli.operations import register as register_operations
+    from trashmap.cli.storage import storage
 
     _needs_extra(ml, "ml", "torch", "torchvision", "sklearn", "pycocotools")
     cli.add_command(ml)
     cli.add_command(keys)
     cli.add_command(dataset)
+    cli.add_command(storage)
+    cli.add_command(export)
     register_operations(cli)
 
 

@@ -58,23 +58,26 @@ def export(
         image_files,
     )
     from trashmap.db import make_engine, make_session_factory
+    from trashmap.storage import open_storage
 
     if out.exists() and any(out.iterdir()):
         raise click.ClickException(f"{out} is not empty")
     flt = DatasetFilter(since, until, bbox, tuple(sorted(set(labels))), classes)
-    sessions = make_session_factory(make_engine(migrated_settings()))
+    settings = migrated_settings()
+    sessions = make_session_factory(make_engine(settings))
+    store = open_storage(settings)
     with sessions() as session:
         try:
             document, images = build_coco(session, flt)
         except DatasetError as exc:
             raise click.ClickException(str(exc)) from None
         out.mkdir(parents=True, exist_ok=True)
-        for name, data in image_files(session, images):
+        for name, data in image_files(session, document, images, store):
             path = out / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
     (out / ANNOTATIONS_FILE).write_text(json.dumps(document, indent=1))
     click.echo(
-        f"exported {len(images)} photos, {len(document['annotations'])} boxes, "
+        f"exported {len(document['images'])} photos, {len(document['annotations'])} boxes, "
         f"{len(document['categories'])} categories into {out}"
     )

@@ -11,10 +11,9 @@ from flask import Blueprint, Response, request, stream_with_context
 from trashmap.dataset import DatasetError, DatasetFilter, shipped_class_set, zip_chunks
 from trashmap.db import session_scope
 from web.auth import require_scope
-from web.context import services
+from web.context import services, storage
 from web.errors import ApiError
 from web.query.filters import MapFilter
-from web.query.params import bbox_param
 
 bp = Blueprint("coco_export", __name__)
 PARAMS = ("since", "until", "bbox", "label", "classes")
@@ -27,11 +26,11 @@ def dataset_filter() -> DatasetFilter:
         raise ApiError(400, "unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}")
     args = request.args.copy()
     classes = args.pop("classes", None)
-    flt = MapFilter.from_args(args)  # parses since, until and label the same way
+    flt = MapFilter.from_args(args)  # parses since, until, bbox and label the same way
     return DatasetFilter(
         since=flt.since,
         until=flt.until,
-        bbox=bbox_param(request.args),
+        bbox=flt.bbox,
         labels=flt.labels,
         classes=classes,
     )
@@ -48,9 +47,11 @@ def export_coco():  # type: ignore[no-untyped-def]
         except DatasetError as exc:
             raise ApiError(400, "invalid_classes", str(exc)) from None
 
+    store = storage()
+
     def chunks():  # type: ignore[no-untyped-def]
         with session_scope(services().sessions) as session:
-            yield from zip_chunks(session, flt)
+            yield from zip_chunks(session, flt, store)
 
     response = Response(stream_with_context(chunks()), mimetype="application/zip")
     response.headers["Content-Disposition"] = 'attachment; filename="trashmap-coco.zip"'

@@ -10,12 +10,14 @@ from typing import Any
 
 from flask import Blueprint, jsonify, render_template
 
-from trashmap.taxonomy import supercategories
+from trashmap.annotations import MAX_BOXES
+from trashmap.taxonomy import class_set_names, supercategories
 from web.api.detections import MAX_LIMIT
 from web.api.exports import EXPORT_FORMATS, GIS_FORMATS
 from web.api.grid import MIN_CELL_DEG
 from web.api.ogc import CRSS, DEFAULT_LIMIT
 from web.api.photo_image import SIZES
+from web.api.review import MAX_QUEUE, QUEUE_PARAMS
 from web.api.stats import PERIODS
 from web.api.tiles import MAX_ZOOM
 from web.query.filters import MAX_RADIUS_M, STATUSES
@@ -84,6 +86,11 @@ def _filter_parameters() -> list[dict[str, Any]]:
         _query("since", text, "taken on or after (ISO 8601 date or datetime, camera time)"),
         _query("until", text, "taken before the end of this date, or at/before this datetime"),
         _query("model_version", text, "name:version of the model that found the detections"),
+        _query(
+            "verified",
+            {"type": "string", "enum": ["true", "false"]},
+            "true: photos a reviewer verified only; false: unreviewed photos only",
+        ),
     ]
 
 
@@ -311,6 +318,124 @@ def _operations() -> dict[str, Any]:
                         },
                     },
                     **_common_errors(400, 404, 429, 501, 503),
+                },
+            }
+        },
+        "/api/v1/review/queue": {
+            "get": {
+                "summary": "Unreviewed done photos, most informative first (scope review)",
+                "operationId": "reviewQueue",
+                "security": staff,
+                "parameters": [
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_QUEUE, "default": 20},
+                        "most photos returned",
+                    ),
+                    *(p for p in _filter_parameters() if p["name"] in QUEUE_PARAMS),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "photos with their detections and priority",
+                        "content": {JSON: {"schema": _ref("ReviewQueue")}},
+                    },
+                    **_common_errors(400, 401, 403, 429, 503),
+                },
+            }
+        },
+        "/api/v1/photos/{photo_id}/annotations": {
+            "get": {
+                "summary": "The photo's verified set and every earlier one (scope review)",
+                "operationId": "getAnnotations",
+                "security": staff,
+                "parameters": [photo_id],
+                "responses": {
+                    "200": {
+                        "description": "current set (null when unreviewed) and history",
+                        "content": {JSON: {"schema": _ref("Annotations")}},
+                    },
+                    **_common_errors(401, 403, 404, 429, 503),
+                },
+            },
+            "put": {
+                "summary": "Replace the photo's verified set with this full set (scope review)",
+                "operationId": "putAnnotations",
+                "security": staff,
+                "parameters": [photo_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["annotations"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "annotations": {
+                                        "type": "array",
+                                        "items": _ref("Box"),
+                                        "maxItems": MAX_BOXES,
+                                    },
+                                    "no_litter": {"type": "boolean", "default": False},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "the stored set (created: false if it was current already)",
+                        "content": {JSON: {"schema": _ref("AnnotationSet")}},
+                    },
+                    **_common_errors(400, 401, 403, 404, 429, 503),
+                },
+            },
+        },
+        "/api/v1/exports/coco": {
+            "get": {
+                "summary": "Verified photos as a COCO training set in a zip (scope export)",
+                "operationId": "exportCoco",
+                "security": staff,
+                "parameters": [
+                    p
+                    for p in _filter_parameters()
+                    if p["name"] in ("bbox", "label", "since", "until")
+                ]
+                + [
+                    _query(
+                        "classes",
+                        {"type": "string", "enum": sorted(class_set_names())},
+                        "a shipped class set: its classes are the categories",
+                    )
+                ],
+                "responses": {
+                    "200": {
+                        "description": "annotations.json (COCO, xywh boxes) and images/<id>.jpg",
+                        "content": {
+                            "application/zip": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    },
+                    **_common_errors(400, 401, 403, 429, 503),
+                },
+            }
+        },
+        "/api/v1/models/compare": {
+            "get": {
+                "summary": "Two model versions scored on verified photos (scope read:stats)",
+                "operationId": "compareModels",
+                "security": staff,
+                "parameters": [
+                    _query("a", TEXT, "version: id or name:version", required=True),
+                    _query("b", TEXT, "version: id or name:version", required=True),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "COCO mAP, mAP50, per-class AP, detection counts",
+                        "content": {JSON: {"schema": _ref("ModelComparison")}},
+                    },
+                    **_common_errors(400, 401, 403, 429, 503),
+                    "404": _error("no such model version"),
+                    "422": _error("no verified photo was processed by both versions"),
                 },
             }
         },
@@ -553,6 +678,96 @@ def _schemas() -> dict[str, Any]:
                 "location": location,
                 "taken_at": nullable_text,
                 "detections": {"type": "array"},
+                "review": _ref("Review"),
+            },
+        },
+        "ReviewQueue": {
+            "type": "object",
+            "required": ["photos", "count"],
+            "properties": {
+                "count": integer,
+                "photos": {
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            _ref("Photo"),
+                            {
+                                "type": "object",
+                                "required": ["priority"],
+                                "properties": {"priority": {"type": "object"}},
+                            },
+                        ]
+                    },
+                },
+            },
+        },
+        "Annotations": {
+            "type": "object",
+            "required": ["photo_id", "current", "history"],
+            "properties": {
+                "photo_id": integer,
+                "width": integer,
+                "height": integer,
+                "current": {"oneOf": [_ref("AnnotationSet"), {"type": "null"}]},
+                "history": {"type": "array", "items": _ref("AnnotationSet")},
+            },
+        },
+        "ModelComparison": {
+            "type": "object",
+            "required": ["photos", "boxes", "versions"],
+            "properties": {
+                "photos": integer,
+                "boxes": integer,
+                "no_litter_photos": integer,
+                "versions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "map", "map50", "per_class_ap", "detections"],
+                        "properties": {
+                            "id": integer,
+                            "map": {"type": ["number", "null"]},
+                            "map50": {"type": ["number", "null"]},
+                            "per_class_ap": {"type": "object"},
+                            "detections": integer,
+                        },
+                    },
+                },
+            },
+        },
+        "Review": {
+            "type": "object",
+            "required": ["status", "reviewed_at", "by"],
+            "properties": {
+                "status": {"enum": ["unreviewed", "verified"]},
+                "reviewed_at": nullable_text,
+                "by": nullable_text,
+            },
+        },
+        "AnnotationSet": {
+            "type": "object",
+            "required": ["id", "no_litter", "annotations", "by", "reviewed_at"],
+            "properties": {
+                "id": integer,
+                "no_litter": {"type": "boolean"},
+                "annotations": {"type": "array", "items": _ref("Box")},
+                "by": text,
+                "reviewed_at": text,
+            },
+        },
+        "Box": {
+            "type": "object",
+            "required": ["label", "bbox"],
+            "additionalProperties": False,
+            "properties": {
+                "label": {"type": "string", "minLength": 1},
+                "bbox": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "minItems": 4,
+                    "maxItems": 4,
+                    "description": "x1, y1, x2, y2 in pixels of the upright photo",
+                },
             },
         },
         "Grid": {
@@ -574,6 +789,11 @@ def _schemas() -> dict[str, Any]:
                 "by_label": {"type": "array"},
                 "by_supercategory": {"type": "array"},
                 "by_period": {"type": "object"},
+                "review": {
+                    "type": "object",
+                    "required": ["verified", "unreviewed"],
+                    "properties": {"verified": integer, "unreviewed": integer},
+                },
             },
         },
     }

@@ -3,7 +3,9 @@
 The original keeps its metadata (GPS, camera serial numbers, comments, ICC profiles that
 name their maker); this copy is turned upright, converted to sRGB and written anew as a
 JPEG with no metadata segment at all. Only a few sizes exist, each computed once per photo
-and kept (trashmap.storage), so a request costs one database read after the first.
+and kept as a storage object (trashmap.storage), so a request after the first costs one
+row read and one object read; with TRASHMAP_STORAGE_PRESIGN an s3:// deployment answers
+with a redirect to a presigned URL, and the client fetches the bytes from the bucket.
 """
 
 from __future__ import annotations
@@ -11,13 +13,20 @@ from __future__ import annotations
 import io
 import logging
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, redirect, request
 from PIL import Image, ImageCms
 
 from trashmap.imaging import decode_oriented
 from trashmap.models import Photo
-from trashmap.storage import PhotoBytesMissing, get_derivative, get_photo_bytes, put_derivative
-from web.context import db
+from trashmap.storage import (
+    DatabaseStorage,
+    PhotoBytesMissing,
+    derivative_key,
+    get_derivative,
+    put_derivative,
+    read_original,
+)
+from web.context import db, services, storage
 from web.errors import ApiError
 from web.query.params import ID_MAX
 
@@ -27,6 +36,9 @@ bp = Blueprint("photo_image", __name__)
 # photo's own size when it is smaller).
 SIZES = (256, 512, 1024, 2048)
 MAX_SIDE = SIZES[-1]
+# A presigned URL lives this long; the redirect itself is cached for less.
+PRESIGN_S = 3600
+CACHE_CONTROL = "public, max-age=86400"
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
@@ -82,16 +94,31 @@ def photo_image(photo_id: int):  # type: ignore[no-untyped-def]
     etag = f"{photo.sha256[:32]}-{side}"
     if etag in request.if_none_match:
         return Response(status=304, headers={"ETag": f'"{etag}"'})
-    jpeg = get_derivative(session, photo.sha256, side)
-    if jpeg is None:
+    store = storage()
+    # Presigned: the client fetches the bytes from the bucket, so they need not be read here.
+    presign = services().settings.storage_presign and store.can_presign
+    stored = presign and store.exists(derivative_key(photo.sha256, side))
+    jpeg = None if stored else get_derivative(store, photo.sha256, side)
+    if jpeg is None and not stored:
         try:
-            data = get_photo_bytes(session, photo_id)
-        except PhotoBytesMissing:
+            data = read_original(store, photo.sha256, legacy_blobs())
+        except PhotoBytesMissing as exc:
+            logger.warning("photo %s: no usable original: %s", photo_id, exc)
             raise ApiError(404, "not_found", f"photo {photo_id} has no stored image") from None
         jpeg = public_jpeg(data, side)
-        put_derivative(session, photo.sha256, side, jpeg)
+        put_derivative(store, photo.sha256, side, jpeg)
+    if presign:
+        url = store.presigned_url(derivative_key(photo.sha256, side), PRESIGN_S)
+        moved = redirect(str(url), 302)
+        moved.headers["Cache-Control"] = f"public, max-age={PRESIGN_S // 2}"
+        return moved
     response = Response(jpeg, mimetype="image/jpeg")
     response.set_etag(etag)
     # The bytes of a photo never change; a deleted photo's URL answers 404.
-    response.headers["Cache-Control"] = "public, max-age=86400"
+    response.headers["Cache-Control"] = CACHE_CONTROL
     return response
+
+
+def legacy_blobs() -> DatabaseStorage:
+    """Originals still in the database table (until `trashmap storage migrate`)."""
+    return DatabaseStorage(services().engine)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import delete, select
 from werkzeug.utils import secure_filename
 
 from trashmap.annotations import current_set
 from trashmap.imaging import DEFAULT_MAX_PIXELS
 from trashmap.ingest import FormError, ingest_photo, parse_client_fields
 from trashmap.models import Detection, Photo
+from trashmap.storage import StorageUnavailable, delete_photo_objects
+from web.api.photo_image import SIZES
 from web.auth import require_scope
-from web.context import db, services
+from web.context import db, services, storage
 from web.errors import ApiError
 from web.query.listing import list_response
 from web.query.params import ID_MAX
@@ -43,14 +44,19 @@ def upload_photo():  # type: ignore[no-untyped-def]
     except FormError as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     upload = files[0]
-    data = upload.read()
     filename = secure_filename(upload.filename or "") or None
-    photo, created = ingest_photo(db(), data, filename, client, DEFAULT_MAX_PIXELS)
+    # The part is read in chunks from Werkzeug's spool file, never whole into memory;
+    # StorageUnavailable (-> 503) leaves nothing committed.
+    photo, created = ingest_photo(
+        db(), upload.stream, filename, client, DEFAULT_MAX_PIXELS, storage=storage()
+    )
     if not created:
         return jsonify(upload_json(photo)), 200
     # Enqueued only after the commit in ingest_photo, so the worker always finds the row.
     services().queue.enqueue(photo.id)
-    logger.info("photo %s stored (%d bytes, location=%s)", photo.id, len(data), photo.has_location)
+    logger.info(
+        "photo %s stored (%d bytes, location=%s)", photo.id, photo.byte_size, photo.has_location
+    )
     response = jsonify(upload_json(photo))
     response.headers["Location"] = f"/api/v1/photos/{photo.id}"
     return response, 201
@@ -91,11 +97,14 @@ def delete_photo(photo_id: int):  # type: ignore[no-untyped-def]
     if photo_id > ID_MAX:
         raise ApiError(404, "not_found", f"no photo with id {photo_id}")
     session = db()
-    # The foreign keys cascade to the bytes and the detections inside the database.
-    result: CursorResult[Any] = session.execute(delete(Photo).where(Photo.id == photo_id))  # type: ignore[assignment]
-    deleted = result.rowcount
+    # The foreign keys cascade to the detections; the objects go after the commit.
+    sha256 = session.scalar(delete(Photo).where(Photo.id == photo_id).returning(Photo.sha256))
     session.commit()
-    if not deleted:
+    if sha256 is None:
         raise ApiError(404, "not_found", f"no photo with id {photo_id}")
+    try:
+        delete_photo_objects(storage(), sha256, SIZES)
+    except StorageUnavailable as exc:  # the row is gone: `trashmap storage gc` removes them
+        logger.warning("photo %s deleted; its objects are left for gc: %s", photo_id, exc)
     logger.info("photo %s deleted", photo_id)
     return "", 204

@@ -1,0 +1,1 @@
+"""Turning query strings into SQL and rows into JSON: filters, paging, features, rollup reads."""

@@ -25,7 +25,7 @@ from ml.detector import Detector
 from ml.inference import BatchPredictor
 from trashmap.imaging import decode_oriented
 
-PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos"
+PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
 DEFAULT_PHOTOS = (
     "exifpy__tests_resources_jpg_tests_Xiaomi_Mi_9T_KeyError.jpg",  # 4000x3000, 4 MB
     "exifsamples__jpg_mobile_HMD_Nokia_8.3_5G.jpg",  # 4608x1976

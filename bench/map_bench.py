@@ -1,12 +1,16 @@
-"""Map API benchmark: 1 000 000 clustered detections in PostGIS, API latency vs a naive baseline.
+"""Map API benchmark: 1 000 000 clustered detections in PostGIS, API latency vs baselines.
 
     python bench/map_bench.py [--url postgresql+psycopg2://postgres@127.0.0.1:5432/trashmap_bench]
                               [--detections 1000000] [--runs 50] [--json bench/map_bench.json]
+                              [--reuse] [--tiles-only]
 
-Recreates the database named in --url, seeds it in SQL (generate_series), then times
-each endpoint through the Flask app (parsing, SQL, serialisation) and the same question
-answered naively (every row read into Python and filtered there) in the same run.
-Prints a markdown table of p50/p95 and the speed-up, and writes the numbers as JSON.
+Recreates the database named in --url (--reuse keeps one an earlier run seeded, after
+migrating it), seeds it in SQL (generate_series), then times each endpoint through the
+Flask app (parsing, SQL, serialisation) and the same question answered naively (every row
+read into Python and filtered there) in the same run, and the vector tiles at zooms 4, 8,
+12 and 14 against the query Martin or pg_tileserv runs on the detections table (one
+ST_AsMVT(ST_AsMVTGeom(...)) over every point in the tile). Prints markdown tables of
+p50/p95 and writes the numbers as JSON (--tiles-only: the tile table alone).
 """
 
 from __future__ import annotations
@@ -14,24 +18,31 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import math
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import mapbox_vector_tile
+import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
+from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trashmap import migrate
+from trashmap import migrate  # noqa: E402
 from trashmap.settings import Settings  # noqa: E402
 from web import create_app  # noqa: E402
+from web.query.filters import MapFilter  # noqa: E402
+from web.query.tiles import LAYER, read_tile  # noqa: E402
 
 LABELS = [
     "Clear plastic bottle",
@@ -48,7 +59,7 @@ PER_PHOTO = 5
 
 SEED_SQL = """
 SELECT setseed(0.42);
-CREATE TEMP TABLE cities AS
+CREATE TABLE bench_cities AS
   SELECT c AS id, -50 + random() * 110 AS lat, -180 + random() * 360 AS lon,
          0.01 + random() * 0.08 AS spread
   FROM generate_series(0, :cities - 1) AS c;
@@ -71,7 +82,7 @@ SELECT md5(g::text) || md5((g + 1)::text), 'image/jpeg', 1000, 4000, 3000, 1,
 FROM generate_series(1, :photos) AS g
 CROSS JOIN LATERAL (SELECT floor(power(random(), 3) * :cities)::int AS city,
                            random() < 0.1 AS noise, g AS gg) AS p
-JOIN cities c ON c.id = p.city;
+JOIN bench_cities c ON c.id = p.city;
 INSERT INTO detections (photo_id, model_version_id, label, score, x1, y1, x2, y2, lat, lon,
                         created_at)
 SELECT p.id, 1, (:labels)[1 + floor(random() * :nlabels)::int], random(), 100, 100, 300, 300,
@@ -80,9 +91,19 @@ FROM photos p CROSS JOIN generate_series(1, :per_photo);
 CREATE INDEX ix_photos_geom ON photos USING gist (geom);
 CREATE INDEX ix_detections_geom ON detections USING gist (geom);
 CREATE INDEX ix_detections_pt ON detections USING spgist (pt) INCLUDE (id);
--- The insert's trigger left the grid counts as deltas, which a worker would fold.
+-- The insert's triggers left the grid counts and tile changes as deltas, which a worker
+-- would fold.
 SELECT trashmap_fold_grid_counts();
+SELECT trashmap_fold_tile_changes();
 """
+# What Martin or pg_tileserv serve from the detections table: every point in the tile.
+MARTIN_SQL = """
+SELECT ST_AsMVT(t, 'detections') FROM (
+  SELECT id, label, score,
+         ST_AsMVTGeom(ST_Transform(geom, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s)) AS geom
+  FROM detections WHERE geom && ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s), 4326)) t
+"""
+TILE_ZOOMS = (4, 8, 12, 14)
 
 
 def recreate(url: str) -> None:
@@ -94,8 +115,8 @@ def recreate(url: str) -> None:
     admin.dispose()
 
 
-def seed(engine: sa.Engine, detections: int) -> list[tuple[float, float]]:
-    """Seed the rows; returns the centres of the densest cities, biggest first."""
+def seed(engine: sa.Engine, detections: int) -> None:
+    """Seed the rows (and bench_cities, the centres they cluster around)."""
     photos = detections // PER_PHOTO
     params = {
         "cities": CITIES,
@@ -108,13 +129,16 @@ def seed(engine: sa.Engine, detections: int) -> list[tuple[float, float]]:
         for statement in filter(str.strip, SEED_SQL.split(";")):
             used = {k: v for k, v in params.items() if f":{k}" in statement}
             conn.execute(sa.text(statement), used)
-        top = conn.execute(
-            sa.text("SELECT c.lat, c.lon FROM cities c ORDER BY c.id LIMIT 10")
-        ).all()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ("photos", "detections", "grid_counts", "grid_count_deltas"):
+        for table in ("photos", "detections", "grid_counts", "grid_count_deltas", "tile_changes"):
             conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
-    return [(row.lat, row.lon) for row in top]
+
+
+def densest_cities(engine: sa.Engine) -> list[tuple[float, float]]:
+    """The centres of the densest cities, biggest first (the seed's Zipf-like sizes)."""
+    with engine.connect() as conn:
+        top = conn.execute(sa.text("SELECT lat, lon FROM bench_cities ORDER BY id LIMIT 10"))
+        return [(float(row.lat), float(row.lon)) for row in top]
 
 
 def tile_of(lat: float, lon: float, z: int) -> tuple[int, int]:
@@ -161,13 +185,16 @@ class Naive:
 
     def rows(self) -> list[sa.Row]:  # type: ignore[type-arg]
         with self.engine.connect() as conn:
-            return conn.execute(
-                sa.text(
-                    "SELECT d.id, d.photo_id, d.lat, d.lon, d.label, d.score, d.x1, d.y1, d.x2, "
-                    "d.y2, p.taken_at FROM detections d JOIN photos p ON p.id = d.photo_id "
-                    "WHERE d.lat IS NOT NULL ORDER BY d.id"
-                )
-            ).all()
+            return list(
+                conn.execute(
+                    sa.text(
+                        "SELECT d.id, d.photo_id, d.lat, d.lon, d.label, d.score, d.x1, d.y1, "
+                        "d.x2, d.y2, p.taken_at FROM detections d "
+                        "JOIN photos p ON p.id = d.photo_id "
+                        "WHERE d.lat IS NOT NULL ORDER BY d.id"
+                    )
+                ).all()
+            )
 
     def page(self, box: tuple[float, float, float, float]) -> int:
         hits = [r for r in self.rows() if box[0] <= r.lon <= box[2] and box[1] <= r.lat <= box[3]]
@@ -214,6 +241,128 @@ def tile_px(lat: float, lon: float, z: int, x: int, y: int) -> tuple[float, floa
     return (fx - x) * 4096, (fy - y) * 4096
 
 
+def tile_table(
+    app: Any, engine: sa.Engine, cities: list[tuple[float, float]], runs: int
+) -> list[dict[str, object]]:
+    """Tiles over the densest cities at TILE_ZOOMS: trashmap against the Martin-style SQL.
+
+    Tile bytes: the Martin-style SQL through a bare psycopg2 cursor against trashmap's
+    uncached tile statement (read_tile: the one statement a cache miss runs) through a
+    SQLAlchemy session. The API: GET through the Flask test client, cold (the process
+    cache emptied first, so every request builds its tile) and cached (the cache
+    validated by the one signature query), and cached over HTTP (werkzeug, keep-alive).
+    """
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    raw = engine.raw_connection()
+    try:
+        bench = TileBench(app, raw, f"http://127.0.0.1:{server.server_port}")
+        rows = []
+        for z in TILE_ZOOMS:
+            rows.append(bench.row(z, [(z, *tile_of(lat, lon, z)) for lat, lon in cities], runs))
+            print(f"zoom {z} measured", flush=True)
+        return rows
+    finally:
+        server.shutdown()
+        raw.close()
+
+
+class TileBench:
+    """The ways to get one tile that the tile table compares."""
+
+    def __init__(self, app: Any, raw: Any, base_url: str) -> None:
+        self.app, self.raw, self.base_url = app, raw, base_url
+        self.cursor = raw.cursor()
+        self.client = app.test_client()
+        self.sessions = app.extensions["trashmap"].sessions
+        self.http = requests.Session()
+        self.tiles: list[tuple[int, int, int]] = []
+
+    def _tile(self, i: int) -> tuple[int, int, int]:
+        return self.tiles[i % len(self.tiles)]
+
+    def martin(self, i: int) -> int:
+        z, x, y = self._tile(i)
+        self.cursor.execute(MARTIN_SQL, {"z": z, "x": x, "y": y})
+        data = self.cursor.fetchone()[0]
+        self.raw.commit()
+        return len(bytes(data or b""))
+
+    def trashmap_sql(self, i: int) -> int:
+        with self.sessions() as session:
+            _, data = read_tile(session, MapFilter(), *self._tile(i), None)
+        return len(data or b"")
+
+    def api(self, i: int, cold: bool = False) -> int:
+        if cold:
+            self.app.extensions.pop("tile_cache", None)
+        response = self.client.get("/api/v1/tiles/{}/{}/{}.mvt".format(*self._tile(i)))
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+        return len(response.data)
+
+    def over_http(self, i: int) -> int:
+        path = "/api/v1/tiles/{}/{}/{}.mvt".format(*self._tile(i))
+        response = self.http.get(self.base_url + path)
+        assert response.status_code == 200, response.text[:300]
+        return len(response.content)
+
+    def row(self, z: int, tiles: list[tuple[int, int, int]], runs: int) -> dict[str, object]:
+        self.tiles = list(dict.fromkeys(tiles))
+        features, points = [], []
+        for t in self.tiles:
+            data = self.client.get("/api/v1/tiles/{}/{}/{}.mvt".format(*t)).data
+            features.append(
+                len(mapbox_vector_tile.decode(data).get(LAYER, {"features": []})["features"])
+            )
+            self.cursor.execute(
+                "SELECT count(*) FROM detections "
+                "WHERE geom && ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s), 4326)",
+                {"z": t[0], "x": t[1], "y": t[2]},
+            )
+            points.append(self.cursor.fetchone()[0])
+        self.raw.commit()
+        # Warm-up visits every tile once: the cached rows then time cache hits only.
+        warmup = len(self.tiles)
+        measured = {
+            "martin_sql": timed(self.martin, runs, warmup),
+            "trashmap_sql": timed(self.trashmap_sql, runs, warmup),
+            "api_cold": timed(lambda i: self.api(i, cold=True), runs, warmup),
+            "api_cached": timed(self.api, runs, warmup),
+            "http_cached": timed(self.over_http, runs, warmup),
+        }
+        row: dict[str, object] = {
+            "zoom": z,
+            "tiles": len(self.tiles),
+            "martin_points": max(points),
+            "trashmap_features": max(features),
+        }
+        for name, values in measured.items():
+            row[f"{name}_p50_ms"] = pct(values, 50)
+            row[f"{name}_p95_ms"] = pct(values, 95)
+        return row
+
+
+def print_tile_table(rows: list[dict[str, Any]], runs: int) -> None:
+    print(
+        f"\nvector tiles over the 10 densest cities, {runs} runs each (p50 / p95 ms); "
+        "Martin-style SQL and trashmap's uncached tile statement as the time to produce tile "
+        "bytes (psycopg2 and a SQLAlchemy session), the API through the Flask test client "
+        "(cold: process cache emptied before each request) and over HTTP\n"
+    )
+    print(
+        "| zoom | points (Martin) | features (trashmap) | Martin-style SQL | trashmap SQL, "
+        "uncached | API, cold | API, cached | HTTP, cached |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        cells = " | ".join(
+            f"{r[f'{k}_p50_ms']:.1f} / {r[f'{k}_p95_ms']:.1f}"
+            for k in ("martin_sql", "trashmap_sql", "api_cold", "api_cached", "http_cached")
+        )
+        print(f"| z{r['zoom']} | {r['martin_points']} | {r['trashmap_features']} | {cells} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -223,17 +372,26 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50, help="timed runs per API row")
     parser.add_argument("--baseline-runs", type=int, default=5)
     parser.add_argument("--json", type=Path, default=Path("bench/map_bench.json"))
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the database an earlier run seeded (migrated to the newest schema)",
+    )
+    parser.add_argument("--tiles-only", action="store_true", help="measure the tile table only")
     args = parser.parse_args()
 
     settings = replace(
         Settings.from_env(), database_url=args.url, rate_limit_enabled=False, broker_url="memory://"
     )
     started = time.perf_counter()
-    recreate(args.url)
+    if not args.reuse:
+        recreate(args.url)
     migrate.upgrade(settings)
     app = create_app(settings)
     engine = app.extensions["trashmap"].engine
-    cities = seed(engine, args.detections)
+    if not args.reuse:
+        seed(engine, args.detections)
+    cities = densest_cities(engine)
     total = engine.connect().execute(sa.text("SELECT count(*) FROM detections")).scalar()
     rollup_rows, rollup_size = (
         engine.connect()
@@ -246,13 +404,28 @@ def main() -> None:
         .one()
     )
     print(
-        f"seeded {total} detections in {time.perf_counter() - started:.0f} s; grid rollup: "
-        f"{rollup_rows} rows, {rollup_size}",
+        f"{'reused' if args.reuse else 'seeded'} {total} detections in "
+        f"{time.perf_counter() - started:.0f} s; grid rollup: {rollup_rows} rows, {rollup_size}",
         flush=True,
     )
 
-    client = app.test_client()
     gc.freeze()  # as each gunicorn worker does once it has loaded the app (web/server.py)
+    tiles = tile_table(app, engine, cities, args.runs)
+    print_tile_table(tiles, args.runs)
+    report: dict[str, object] = {"detections": total, "runs": args.runs, "tiles": tiles}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    if not args.tiles_only:
+        report["results"] = endpoint_table(app, engine, cities, args, total)
+        args.json.write_text(json.dumps(report, indent=2))
+    engine.dispose()
+
+
+def endpoint_table(
+    app: Any, engine: sa.Engine, cities: list[tuple[float, float]], args: Any, total: int
+) -> list[dict[str, Any]]:
+    """Pages, grids and a z12 tile through the API against the naive baseline."""
+    client = app.test_client()
     naive = Naive(engine)
     boxes = [city_bbox(lat, lon) for lat, lon in cities]
     tiles = [(12, *tile_of(lat, lon, 12)) for lat, lon in cities]
@@ -294,7 +467,7 @@ def main() -> None:
             lambda i: naive.grid(360 / 4096 / 8, boxes[i % len(boxes)]),
         ),
         (
-            "z12 tile (city centre)",
+            "z12 tile (city centre, cached after the warm-up)",
             lambda i: get("/api/v1/tiles/{}/{}/{}.mvt".format(*tiles[i % len(tiles)]), {}),
             lambda i: naive.tile(*tiles[i % len(tiles)]),
         ),
@@ -326,11 +499,7 @@ def main() -> None:
             f"{r['baseline_p50_ms']:.0f} | {r['baseline_p95_ms']:.0f} | "
             f"{r['speedup_p50']:.0f}x |"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps({"detections": total, "runs": args.runs, "results": results}, indent=2)
-    )
-    engine.dispose()
+    return results
 
 
 if __name__ == "__main__":

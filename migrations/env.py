@@ -20,9 +20,17 @@ target_metadata = Base.metadata
 
 # Objects that only the PostgreSQL branch of a migration creates (the models stay
 # portable): PostGIS's own table, the generated point columns with their indexes, and the
-# trigger-kept grid count rollup (migration 0003, read by web/query/rollup.py).
+# trigger-kept grid count rollup (migration 0003, read by web/query/rollup.py) and tile
+# change counters (migration 0009, read by web/query/tiles.py).
 POSTGRESQL_ONLY = {
-    "table": {"spatial_ref_sys", "grid_counts", "grid_count_deltas"},
+    "table": {
+        "spatial_ref_sys",
+        "grid_counts",
+        "grid_count_deltas",
+        "tile_changes",
+        "tile_change_deltas",
+        "tile_epoch",
+    },
     "column": {"geom", "pt"},
     "index": {
         "ix_photos_geom",
@@ -30,6 +38,7 @@ POSTGRESQL_ONLY = {
         "ix_detections_pt",
         "ix_grid_counts_empty",
         "ix_grid_count_deltas_level",
+        "ix_tile_change_deltas_cell",
     },
 }
 

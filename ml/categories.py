@@ -1,6 +1,6 @@
 """Class sets: which TACO categories a model learns, as names with label 0 kept for background.
 
-A class set is a data file in `ml/classes/` (or any JSON file of the same shape):
+A class set is a data file in `trashmap/data/classes/` (or any JSON file of the same shape):
 
     {"name": "taco10", "match": "name" | "supercategory", "classes": [...],
      "map": {"<category or supercategory>": "<class>"},   # optional, default: identity
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from trashmap.taxonomy import class_of
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +97,7 @@ class ClassSet:
 
     def class_for(self, category: Mapping[str, Any]) -> str | None:
         """The class a COCO category dict falls into, or None when the set leaves it out."""
-        key = str(category.get(self.match, ""))
-        if key in self.mapping:
-            return self.mapping[key]
-        if key in self.classes:
-            return key
-        return self.default
+        return class_of(str(category.get(self.match, "")), self.classes, self.mapping, self.default)
 
     def category_labels(self, categories: Iterable[Mapping[str, Any]]) -> dict[int, int]:
         """COCO category id -> label, for the categories this set keeps."""
@@ -151,8 +148,8 @@ class ClassSet:
 
 
 def builtin_class_sets() -> list[str]:
-    """Names of the class sets shipped in ml/classes/."""
-    folder = resources.files("ml") / "classes"
+    """Names of the class sets shipped in trashmap/data/classes/."""
+    folder = resources.files("trashmap") / "data" / "classes"
     names = (p.name for p in folder.iterdir())
     return sorted(n.removesuffix(".json") for n in names if n.endswith(".json"))
 
@@ -166,7 +163,7 @@ def load_class_set(spec: str, categories: Iterable[Mapping[str, Any]] | None = N
     path = Path(spec)
     if spec.endswith(".json") and path.is_file():
         return ClassSet.from_dict(json.loads(path.read_text()), source=str(path))
-    shipped = resources.files("ml") / "classes" / f"{spec}.json"
+    shipped = resources.files("trashmap") / "data" / "classes" / f"{spec}.json"
     if shipped.is_file():
         return ClassSet.from_dict(json.loads(shipped.read_text()), source=spec)
     raise ClassSetError(

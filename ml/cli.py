@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ml.train_options import EXISTING_DIR, EXISTING_FILE, OUT_DIR, click_options
+from ml.train_options import EXISTING_DIR, EXISTING_FILE, OUT_DIR, Command, click_options
 
 
 def _setup_logging() -> None:
@@ -242,6 +242,25 @@ def cv(
     )
 
 
+def slice_options(command: Command) -> Command:
+    """--slice and --slice-overlap, for every command that runs a checkpoint on photos."""
+    command = click.option(
+        "--slice-overlap",
+        type=click.FloatRange(0, 1, max_open=True),
+        default=None,
+        help="Overlap of neighbouring tiles, as a share of the tile side (default: the "
+        "checkpoint's, else 0.2).",
+    )(command)
+    return click.option(
+        "--slice",
+        "slice_size",
+        type=click.IntRange(0),
+        default=None,
+        help="Also run overlapping SIZE px tiles at native resolution, merged with the whole "
+        "photo by class-wise NMS (0: off; default: the checkpoint's setting, else off).",
+    )(command)
+
+
 @ml.command()
 @click.option("--weights", type=EXISTING_FILE, required=True, help="Checkpoint to score.")
 @click.option(
@@ -282,6 +301,7 @@ def cv(
     show_default=True,
     help="DataLoader worker processes.",
 )
+@slice_options
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
 )
@@ -328,6 +348,7 @@ def evaluate(**kwargs: Any) -> None:
     default=None,
     help="Override the checkpoint's longer-side bound.",
 )
+@slice_options
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
 )

@@ -21,6 +21,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.transforms.v2 import functional as F  # noqa: N812 (torchvision convention)
 
+from ml.transforms import model_input
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "trashmap-detector"
@@ -286,13 +288,31 @@ class Detector:
         # The model drops boxes below its own threshold before NMS; keep it in step with ours.
         # torch types every submodule as Tensor | Module.
         cast(RoIHeads, self.model.roi_heads).score_thresh = threshold
-        outputs = self.model([self.to_tensor(image) for image in images])
-        return [self._detections(out, threshold, max_detections) for out in outputs]
+        pixels = [self._pixels(image) for image in images]
+        # Resized exactly as evaluation resizes, so the scores measured there hold here.
+        inputs = [model_input(p, *self.input_size) for p in pixels]
+        outputs = self.model(inputs)
+        return [
+            self._detections(out, threshold, max_detections, _scale(p, i))
+            for out, p, i in zip(outputs, pixels, inputs, strict=True)
+        ]
+
+    def _pixels(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        if isinstance(image, Image.Image):
+            tensor = F.pil_to_tensor(image.convert("RGB") if image.mode != "RGB" else image)
+        else:
+            tensor = image
+        return tensor.to(self.device, non_blocking=True)
 
     def _detections(
-        self, output: dict[str, torch.Tensor], threshold: float, limit: int | None
+        self,
+        output: dict[str, torch.Tensor],
+        threshold: float,
+        limit: int | None,
+        scale: torch.Tensor | None = None,
     ) -> list[Detection]:
-        boxes = output["boxes"].float().cpu().tolist()
+        # Boxes come in the model input's pixels; the caller's image may be larger.
+        boxes = (output["boxes"].float().cpu() * (1.0 if scale is None else scale)).tolist()
         scores = output["scores"].float().cpu().tolist()
         labels = output["labels"].cpu().tolist()
         found = [
@@ -304,8 +324,16 @@ class Detector:
             for box, score, label in zip(boxes, scores, labels, strict=True)
             if score >= threshold and label > 0
         ]
-        found.sort(key=lambda d: d.score, reverse=True)
+        # Best first; equal scores (common in weak models) in box order, not in whatever
+        # order a batch's float rounding left them.
+        found.sort(key=lambda d: (-d.score, d.box))
         return found[:limit] if limit else found
+
+
+def _scale(image: torch.Tensor, resized: torch.Tensor) -> torch.Tensor:
+    """x, y, x, y factors from `resized`'s pixels back to `image`'s."""
+    sx, sy = image.shape[-1] / resized.shape[-1], image.shape[-2] / resized.shape[-2]
+    return torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
 
 
 def _with_sizes(info: ModelInfo, min_size: int | None, max_size: int | None) -> ModelInfo:

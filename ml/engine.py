@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ml.inference import AUTOCAST_DTYPES, resolve_precision
+
 logger = logging.getLogger(__name__)
 
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
@@ -214,14 +216,19 @@ def evaluate(
     amp: bool = False,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Detections per image, boxes mapped back to the annotation's pixel coordinates."""
+    """Detections per image, boxes mapped back to the annotation's pixel coordinates.
+
+    `amp` runs in the precision the workers use on this device (bf16 where supported).
+    """
+    precision = resolve_precision("auto", device) if amp else "fp32"
+    dtype = AUTOCAST_DTYPES.get(precision)
     model.eval()
     results: list[dict[str, Any]] = []
     total = len(loader) if isinstance(loader, Sized) else None
     bar = tqdm(loader, total=total, desc="eval", disable=not progress, leave=False)
     for images, targets in bar:
         inputs = [img.to(device, non_blocking=True) for img in images]
-        with torch.autocast(device_type=device.type, enabled=amp):
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
             outputs = model(inputs)
         for image, target, out in zip(images, targets, outputs, strict=True):
             orig_h, orig_w = target["orig_size"]

@@ -14,6 +14,7 @@ from ml.data.coco_file import read_coco, write_json
 from ml.detector import Detector, read_checkpoint
 from ml.engine import evaluate
 from ml.recipe import eval_loader
+from ml.slicing import checkpoint_slicing, sliced_detections
 from ml.transforms import eval_transforms
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class EvaluateOptions:
     device: str = "auto"
     batch_size: int = 4
     workers: int = 2
+    slice_size: int | None = None  # None: the checkpoint's setting
+    slice_overlap: float | None = None
     progress: bool = True
 
 
@@ -64,11 +67,16 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
     dataset = TacoDataset(
         data, options.images, scored, eval_transforms(info.min_size, info.max_size)
     )
-    loader = eval_loader(dataset, options.batch_size, options.workers)
-    amp = detector.device.type == "cuda"
-    detections = evaluate(
-        detector.model, loader, detector.device, amp=amp, progress=options.progress
-    )
+    slicing = checkpoint_slicing(payload, options.slice_size, options.slice_overlap)
+    if slicing.enabled:
+        full_size = TacoDataset(data, options.images, scored)
+        detections = sliced_detections(detector, full_size, slicing, options.progress)
+    else:
+        loader = eval_loader(dataset, options.batch_size, options.workers)
+        amp = detector.device.type == "cuda"
+        detections = evaluate(
+            detector.model, loader, detector.device, amp=amp, progress=options.progress
+        )
     metrics = coco_metrics(
         dataset.ground_truth(),
         detections,
@@ -83,6 +91,7 @@ def main(options: EvaluateOptions) -> dict[str, Any]:
         "arch": info.arch,
     }
     metrics["split"] = str(options.annotations)
+    metrics["slice"] = {"size": slicing.size, "overlap": slicing.overlap}
     logger.info("%s on %s: %s", options.weights, options.annotations, format_metrics(metrics))
     if options.out is not None:
         write_json(metrics, options.out, indent=2)

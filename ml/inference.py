@@ -22,7 +22,8 @@ from ml.detector import Detection, Detector
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Autocast dtype of each reduced precision; evaluation uses the same.
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -94,7 +95,7 @@ class BatchPredictor:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.detector.device.type, dtype=_DTYPES[self.precision])
+        return torch.autocast(self.detector.device.type, dtype=AUTOCAST_DTYPES[self.precision])
 
     def _as_tensor(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         tensor = image if isinstance(image, torch.Tensor) else pil_to_tensor(image)

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
 from ml.data.coco_file import write_json
-from ml.detector import Detection, Detector
+from ml.detector import Detection, Detector, read_checkpoint
 from ml.images import list_images, open_oriented
+from ml.slicing import checkpoint_slicing, predict_sliced
 from ml.visualize import draw_boxes, shrink
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class PredictOptions:
     min_size: int | None = None
     max_size: int | None = None
     longest_side: int = 2048
+    slice_size: int | None = None  # None: the checkpoint's setting
+    slice_overlap: float | None = None
     progress: bool = True
 
 
@@ -67,6 +71,9 @@ def main(options: PredictOptions) -> dict[str, Any]:
     detector = Detector.from_checkpoint(
         options.weights, options.device, min_size=options.min_size, max_size=options.max_size
     )
+    slicing = checkpoint_slicing(
+        read_checkpoint(options.weights)[1], options.slice_size, options.slice_overlap
+    )
     paths = list_images(options.inputs)
     if not paths:
         logger.warning("no JPEG, PNG or HEIC files under %s", options.inputs)
@@ -87,7 +94,11 @@ def main(options: PredictOptions) -> dict[str, Any]:
                         "error": f"cannot be decoded: {exc}",
                     }
                 )
-        results = detector.predict([img for _, img in batch], options.score_threshold)
+        if slicing.enabled:
+            pixels = [pil_to_tensor(img) for _, img in batch]
+            results = predict_sliced(detector, pixels, slicing, options.score_threshold)
+        else:
+            results = detector.predict([img for _, img in batch], options.score_threshold)
         for (path, image), found in zip(batch, results, strict=True):
             target = options.out / names[path]
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +117,7 @@ def main(options: PredictOptions) -> dict[str, Any]:
             "score_threshold": (
                 info.score_threshold if options.score_threshold is None else options.score_threshold
             ),
+            "slice": {"size": slicing.size, "overlap": slicing.overlap},
         },
         "images": entries,
     }

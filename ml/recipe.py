@@ -140,7 +140,8 @@ def model(options: TrainOptions, class_set: ClassSet, device: torch.device) -> t
         options.bn,
         pretrained=options.weights != NO_WEIGHTS,
         batch_size=options.batch_size,
-        distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        # SyncBatchNorm needs CUDA: DDP on CPU (gloo) trains per-process statistics.
+        distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda",
     )
     model = initial_model(
         options.model,

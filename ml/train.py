@@ -197,7 +197,11 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
     loader = recipe.loader(train_ds, options, ctx, train=True)
     val_loader = recipe.loader(val_ds, options, ctx, train=False) if val_ds is not None else None
     log = TrainingLog(options.out, options.tensorboard) if ctx.is_main else None
-    extra = {"class_set": class_set.to_dict(), "options": options.to_dict()}
+    extra = {
+        "class_set": class_set.to_dict(),
+        "options": options.to_dict(),
+        "slicing": {"size": options.slice_size, "overlap": options.slice_overlap},
+    }
     speeds: list[float] = []
     peak = 0
     for epoch in range(state["epoch"] + 1, options.epochs):
@@ -323,6 +327,7 @@ def _finish(
             info,
             class_set=class_set.to_dict(),
             options=options.to_dict(),
+            slicing={"size": options.slice_size, "overlap": options.slice_overlap},
             score_threshold_source=(
                 "option" if options.score_threshold is not None else "validation best F1"
             ),

@@ -202,7 +202,7 @@ class TrainOptions:
         Flag(
             "BatchNorm policy: frozen (statistics and scales fixed), train, or sync "
             "(SyncBatchNorm across DDP processes). auto: frozen from pretrained weights "
-            "below 8 images per process, else train (sync under DDP).",
+            "below 8 images per process, else train (sync under DDP on CUDA).",
         ),
     ] = "auto"
     other_litter: Annotated[
@@ -245,6 +245,18 @@ class TrainOptions:
             max=1,
         ),
     ] = None
+    slice_size: Annotated[
+        int,
+        Flag(
+            "Tile side (original pixels) stored in the checkpoint for sliced inference: "
+            "overlapping native-resolution tiles plus the whole photo (0: off).",
+            flags="--slice",
+            min=0,
+        ),
+    ] = 0
+    slice_overlap: Annotated[
+        float, Flag("Overlap of neighbouring tiles, as a share of the side.", min=0, max=0.9)
+    ] = 0.2
     name: Annotated[str, Flag("Model name.")] = "trashmap"
     version: Annotated[str | None, Flag("Model version (default: start time, UTC).")] = None
     tensorboard: Annotated[bool, Flag("Write TensorBoard logs to OUT/tensorboard.")] = True

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F  # noqa: N812 (torchvision convention)
 
 # Zoom-out canvas: a neutral grey rather than black, closer to pavement than to night.
 _FILL = 114
@@ -39,8 +41,19 @@ def resize(min_size: int, max_size: int) -> v2.Transform:
     return v2.Resize(min_size, max_size=max_size, antialias=True)
 
 
+def model_input(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+    """A CHW photo (uint8, or float in [0, 1]) as the model is fed it: resized like
+    `eval_transforms` (antialiased), as float in [0, 1].
+
+    The one preprocessing of evaluation and the workers. Left to the model's own bilinear
+    resize, a full-size photo's fine texture (gravel, grass: where cigarettes lie) aliases.
+    """
+    resized = resize(min_size, max_size)(tv_tensors.Image(image))
+    return F.to_dtype(resized.as_subclass(torch.Tensor), torch.float32, scale=True)
+
+
 def eval_transforms(min_size: int, max_size: int) -> v2.Compose:
-    """Resize and convert to float; boxes follow the resize."""
+    """Resize and convert to float, as `model_input` does; boxes follow the resize."""
     return v2.Compose(
         [
             v2.ToImage(),

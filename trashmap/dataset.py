@@ -44,7 +44,8 @@ class DatasetFilter:
 
     since/until compare the camera's time (taken_at, until exclusive); bbox is west, south,
     east, north in degrees; labels keep photos holding a box of one of them, and only those
-    boxes (categories: those labels); classes names a shipped class set (ml/classes/), whose
+    boxes (categories: those labels); classes names a shipped class set
+    (trashmap/data/classes/), whose
     classes become the categories and whose mapping relabels each box (unmapped boxes drop).
     """
 
@@ -83,7 +84,7 @@ class ExportImage:
 
 
 def shipped_class_set(name: str) -> dict[str, Any]:
-    """A class set of ml/classes/ by name (its JSON), or DatasetError."""
+    """A class set of trashmap/data/classes/ by name (its JSON), or DatasetError."""
     class_set = class_set_files().get(name)
     if class_set is None:
         known = ", ".join(sorted(class_set_files()))

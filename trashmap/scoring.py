@@ -31,23 +31,6 @@ class ScoringError(ValueError):
     """The versions cannot be compared (unknown version, nothing in common)."""
 
 
-def find_version(session: Session, ref: str) -> ModelVersion:
-    """A version by id or NAME:VERSION."""
-    row = None
-    if ":" in ref:
-        name, version = ref.split(":", 1)
-        row = session.scalar(
-            sa.select(ModelVersion).where(
-                ModelVersion.name == name, ModelVersion.version == version
-            )
-        )
-    elif ref.isdigit() and int(ref) < 2**31:
-        row = session.get(ModelVersion, int(ref))
-    if row is None:
-        raise ScoringError(f"no model version {ref!r} (give an id or NAME:VERSION)")
-    return row
-
-
 @dataclass
 class VersionScore:
     version: ModelVersion

@@ -176,14 +176,16 @@ class FileStorage:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot remove {key} under {self.root}: {exc}") from exc
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         base = self.root / prefix
         if not base.is_dir():
             return
-        for path in sorted(base.rglob("*")):
+        for path in base.rglob("*"):  # a generator: millions of objects are never all listed
             if path.is_file():
                 stat = path.stat()
                 yield StoredObject(

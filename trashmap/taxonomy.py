@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "taco_supercategories.json"
+# The class sets a detector can be trained on (taco10, taco15, litter, ...), as data files.
+CLASS_SETS_DIR = DATA_FILE.parent / "classes"
 
 
 @cache
@@ -39,19 +42,14 @@ def labels_in(supercategory: str) -> list[str]:
 
 @cache
 def class_set_files() -> dict[str, dict[str, Any]]:
-    """The class sets shipped in ml/classes/ (name -> its JSON), read as data, never imported.
+    """The class sets shipped in trashmap/data/classes/ (name -> its JSON).
 
-    The web reads them to validate labels without loading ml (which needs torch).
+    ml/ trains with them (ml.categories); the web validates labels against them.
     """
-    import importlib.util
-
-    spec = importlib.util.find_spec("ml")  # locates the package without importing it
-    folders = list(spec.submodule_search_locations or []) if spec else []
     sets: dict[str, dict[str, Any]] = {}
-    for folder in folders:
-        for path in sorted((Path(folder) / "classes").glob("*.json")):
-            data = json.loads(path.read_text())
-            sets[str(data.get("name", path.stem))] = data
+    for path in sorted(CLASS_SETS_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        sets[str(data.get("name", path.stem))] = data
     return sets
 
 
@@ -63,18 +61,30 @@ def class_set_names() -> dict[str, tuple[str, ...]]:
 def class_in_set(class_set: dict[str, Any], label: str) -> str | None:
     """The class of a shipped class set (its JSON) that a box label falls into, or None.
 
-    The rule of ml.categories.ClassSet.class_for, for a label rather than a COCO category.
+    The same rule as ml.categories.ClassSet.class_for (class_of), for a label.
     """
     key = label
     if class_set.get("match", "name") == "supercategory":
         key = supercategory_of(label) or label
-    mapping = class_set.get("map") or {}
+    default = class_set.get("default")
+    return class_of(
+        key,
+        class_set["classes"],
+        class_set.get("map") or {},
+        None if default is None else str(default),
+    )
+
+
+def class_of(
+    key: str, classes: Collection[str], mapping: Mapping[str, str], default: str | None
+) -> str | None:
+    """The rule every class set follows: its map first, then its own class names, then its
+    default class (None: the set leaves the name out)."""
     if key in mapping:
         return str(mapping[key])
-    if key in class_set["classes"]:
+    if key in classes:
         return key
-    default = class_set.get("default")
-    return str(default) if default is not None else None
+    return default
 
 
 @cache

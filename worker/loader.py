@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from trashmap.db import session_scope
 from trashmap.models import UNTRAINED_KEY, ModelVersion
 from trashmap.settings import Settings
+from trashmap.versions import VersionError, VersionRef, activate, active_version, ref_of
 from worker import metrics
 from worker.batching import Model
-from worker.versions import VersionError, VersionRef, activate, active_version, ref_of
 from worker.versions import register_checkpoint as register_row
 
 if TYPE_CHECKING:

@@ -76,7 +76,9 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     # Writers only append deltas (no row locks shared between workers), as for grid counts.
-    op.execute(f"CREATE TABLE tile_changes ({COLUMNS}, CONSTRAINT pk_tile_changes PRIMARY KEY ({KEY}))")
+    op.execute(
+        f"CREATE TABLE tile_changes ({COLUMNS}, CONSTRAINT pk_tile_changes PRIMARY KEY ({KEY}))"
+    )
     op.execute(f"CREATE TABLE tile_change_deltas ({COLUMNS})")
     op.execute(f"CREATE INDEX ix_tile_change_deltas_cell ON tile_change_deltas ({KEY})")
     op.execute("CREATE TABLE tile_epoch (epoch bigint NOT NULL)")

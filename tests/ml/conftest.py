@@ -15,6 +15,13 @@ from tests.conftest import TEST_DATA
 TACO_ANNOTATIONS = TEST_DATA / "taco" / "annotations.json"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the `trained` model are slow: the fixture trains one (minutes on a CPU)."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cpu_threads() -> None:
     # Two cores, shared with other test runs: more threads than cores only adds contention.

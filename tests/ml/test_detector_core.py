@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from ml.categories import ClassSet
+from ml.data import TacoDataset
 from ml.detector import CheckpointError, Detector, save_checkpoint
+from ml.transforms import eval_transforms
 from tests.conftest import PHOTOS_DIR
 from trashmap.imaging import decode_oriented
 
@@ -68,3 +75,32 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path) -> None:  # type: ignore[no
         Detector.from_checkpoint(bogus, "cpu")
     with pytest.raises(CheckpointError, match="does not exist"):
         Detector.from_checkpoint(tmp_path / "missing.pt", "cpu")
+
+
+def test_the_worker_feeds_the_model_what_evaluation_feeds_it(
+    detector: Detector, tmp_path: Path
+) -> None:
+    """Fine texture (1 px gravel) at full size: the model must see the evaluation's pixels."""
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((900, 1200, 3)) > 0.5).astype(np.uint8) * 255
+    Image.fromarray(pixels).save(tmp_path / "gravel.png")
+    data = {
+        "images": [{"id": 1, "file_name": "gravel.png", "width": 1200, "height": 900}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "bottle"}],
+    }
+    dataset = TacoDataset(
+        data, tmp_path, ClassSet(name="b", classes=("bottle",)), eval_transforms(256, 384)
+    )
+    seen: list[torch.Tensor] = []
+    hook = detector.model.backbone.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        detector.model([dataset[0][0]])  # the evaluation path: dataset, then the model
+        detector.predict([dataset.load_image(0)], 0.5)  # the worker path: the photo itself
+    finally:
+        hook.remove()
+    evaluation, worker = seen
+    assert evaluation.shape == worker.shape
+    mse = float(((evaluation - worker) ** 2).mean())
+    psnr = 10 * math.log10(float(evaluation.max() - evaluation.min()) ** 2 / max(mse, 1e-12))
+    assert psnr > 50, f"model inputs differ: PSNR {psnr:.1f} dB"

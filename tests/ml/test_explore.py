@@ -28,6 +28,10 @@ def test_official_annotations(taco_annotations: Path, tmp_path: Path) -> None:
     }
     resized = stats["box_sizes_after_resize"]
     assert resized["min_size"] == 800 and sum(resized["coco_size_classes"].values()) == 4784
+    # The buckets of `map_small`...: box area at the 800 px input; of `map_small_original`...:
+    # TACO's segment area at full size. Same names would hide a 2.4x gap in small objects.
+    assert resized["coco_size_classes"] == {"small": 1732, "medium": 1529, "large": 1523}
+    assert resized["coco_size_classes_original"] == {"small": 715, "medium": 1387, "large": 2682}
     assert json.loads((tmp_path / "stats.json").read_text()) == stats
     with open(tmp_path / "meta_df.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

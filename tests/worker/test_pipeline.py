@@ -23,11 +23,12 @@ from trashmap.db import session_scope
 from trashmap.imaging import decode_oriented
 from trashmap.models import Detection, ModelVersion
 from trashmap.settings import Settings
+from trashmap.versions import activate
 from worker import pipeline
 from worker.batching import Batcher, Model
 from worker.leases import Membership
 from worker.loader import ModelLoader
-from worker.versions import activate, register_checkpoint
+from worker.versions import register_checkpoint
 
 NORMAL = [
     "exifsamples__jpg_gps_DSCN0010.jpg",

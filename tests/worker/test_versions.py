@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from trashmap.models import ModelVersion
-from worker.versions import VersionError, find_version
+from trashmap.versions import VersionError, find_version
 
 TIMESTAMP = "20261129141323"  # `trashmap ml train`'s default version: all digits
 

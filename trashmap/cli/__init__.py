@@ -303,7 +303,7 @@ def worker(
     require_device(settings.device)
     require_migrated(settings)
     if settings.weights is None and not untrained:
-        from worker.versions import any_active
+        from trashmap.versions import any_active
 
         if not any_active(settings):
             raise Refused(

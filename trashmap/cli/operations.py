@@ -44,7 +44,8 @@ def models_register(checkpoint: Path, make_active: bool) -> None:
     machine (a shared or identical mount).
     """
     from trashmap.db import session_scope
-    from worker.versions import VersionError, activate, register_checkpoint
+    from trashmap.versions import VersionError, activate
+    from worker.versions import register_checkpoint
 
     with session_scope(_sessions(_settings())) as session:
         try:
@@ -68,7 +69,7 @@ def models_activate(version: str) -> None:
     Running workers switch between batches, within TRASHMAP_MODEL_CHECK_S seconds.
     """
     from trashmap.db import session_scope
-    from worker.versions import VersionError, activate, find_version
+    from trashmap.versions import VersionError, activate, find_version
 
     with session_scope(_sessions(_settings())) as session:
         try:
@@ -83,7 +84,7 @@ def models_activate(version: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_list(as_json: bool) -> None:
     """Every model version with its detections count and metrics."""
-    from worker.versions import CHECKPOINT_KEY, detection_counts, list_versions
+    from trashmap.versions import CHECKPOINT_KEY, detection_counts, list_versions
 
     with _sessions(_settings())() as session:
         rows, counts = list_versions(session), detection_counts(session)
@@ -126,7 +127,7 @@ def models_compare(a: str, b: str, as_json: bool, plot: Path | None) -> None:
     """Score versions A and B (id, NAME:VERSION or a unique version) on the verified photos
     both ran on: COCO mAP, mAP50, per-class AP and detection counts."""
     from trashmap.scoring import ScoringError, compare, compare_json, format_table, plot_pr
-    from worker.versions import VersionError, find_version
+    from trashmap.versions import VersionError, find_version
 
     with _sessions(_settings())() as session:
         try:
@@ -187,8 +188,8 @@ def reprocess(
     from trashmap.annotations import verified_term
     from trashmap.models import Photo
     from trashmap.queue import DetectionQueue
+    from trashmap.versions import VersionError, find_version
     from worker.requeue import photo_query, requeue
-    from worker.versions import VersionError, find_version
 
     settings = _settings()
     sessions = _sessions(settings)
@@ -281,7 +282,7 @@ def bench() -> None:
     "photo_paths",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JPEGs to run (default: three 3-4 MB phone photos from the shared data).",
+    help="JPEGs to run (default: three 2-4 MB phone photos from tests/data/photos).",
 )
 @click.option("--count", default=12, show_default=True, help="Photos per path (cycling).")
 @click.option(

@@ -18,7 +18,8 @@ bp = Blueprint("models_api", __name__)
 @require_scope("read:stats")
 def compare_models():  # type: ignore[no-untyped-def]
     """COCO mAP, mAP50, per-class AP and detection counts of versions a and b."""
-    from trashmap.scoring import ScoringError, compare, compare_json, find_version
+    from trashmap.scoring import ScoringError, compare, compare_json
+    from trashmap.versions import VersionError, find_version
 
     unknown = sorted(set(request.args) - {"a", "b"})
     if unknown:
@@ -28,13 +29,15 @@ def compare_models():  # type: ignore[no-untyped-def]
         ref = request.args.get(name, "")
         if not ref:
             raise ApiError(
-                400, f"invalid_{name}", f"{name} must name a model version (id or NAME:VERSION)"
+                400,
+                f"invalid_{name}",
+                f"{name} must name a model version (id, NAME:VERSION or a unique version)",
             )
         refs[name] = ref
     session = db()
     try:
         a, b = find_version(session, refs["a"]), find_version(session, refs["b"])
-    except ScoringError as exc:
+    except VersionError as exc:
         raise ApiError(404, "unknown_model_version", str(exc)) from None
     try:
         result = compare(session, a, b)

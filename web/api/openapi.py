@@ -310,13 +310,15 @@ def _operations() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {
-                        "description": "the tile (empty when nothing matches)",
+                        "description": "the tile (empty when nothing matches); its ETag "
+                        "changes exactly when the detections under it do",
                         "content": {
                             "application/vnd.mapbox-vector-tile": {
                                 "schema": {"type": "string", "format": "binary"}
                             }
                         },
                     },
+                    "304": {"description": "not modified: the If-None-Match ETag is current"},
                     **_common_errors(400, 404, 429, 501, 503),
                 },
             }

@@ -192,10 +192,10 @@ def decode_cursor(cursor: str, kind: Kind) -> int:
     return last_id
 
 
-# feature() and properties_of() unpack rows by position (row_select's column order): a
+# Rows are unpacked by position (row_select's column order), once, in _properties: a
 # 1000-feature page spends most of its Python time here, and named access costs 4x more.
-def feature(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
-    """An RFC 7946 Feature: coordinates are [lon, lat]; no uploader identity."""
+def _properties(kind: Kind, row: Sequence[Any]) -> tuple[Any, float, float, dict[str, Any]]:
+    """(id, lon, lat, the feature's properties) of one row."""
     if kind == "detections":
         (
             fid,
@@ -213,29 +213,43 @@ def feature(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
             taken_at,
             offset,
         ) = row[:14]
-        properties = {
-            "photo_id": photo_id,
-            "label": label,
-            "supercategory": supercategory_of(label),
-            "score": round(score, 5),
-            # Four numbers, not a `bbox` array: RFC 7946 reserves that member name, and GIS
-            # tools read an array property as text.
-            "box_x1": round(x1, 2),
-            "box_y1": round(y1, 2),
-            "box_x2": round(x2, 2),
-            "box_y2": round(y2, 2),
-            "model_version": f"{model_name}:{model_ver}",
-            "taken_at": iso_taken_at(taken_at, offset),
-        }
-    else:
-        fid, lon, lat, status, taken_at, offset, width, height, detections = row[:9]
-        properties = {
+        return (
+            fid,
+            lon,
+            lat,
+            {
+                "photo_id": photo_id,
+                "label": label,
+                "supercategory": supercategory_of(label),
+                "score": round(score, 5),
+                # Four numbers, not a `bbox` array: RFC 7946 reserves that member name, and
+                # GIS tools read an array property as text.
+                "box_x1": round(x1, 2),
+                "box_y1": round(y1, 2),
+                "box_x2": round(x2, 2),
+                "box_y2": round(y2, 2),
+                "model_version": f"{model_name}:{model_ver}",
+                "taken_at": iso_taken_at(taken_at, offset),
+            },
+        )
+    fid, lon, lat, status, taken_at, offset, width, height, detections = row[:9]
+    return (
+        fid,
+        lon,
+        lat,
+        {
             "status": status,
             "taken_at": iso_taken_at(taken_at, offset),
             "width": width,
             "height": height,
             "detections": detections,
-        }
+        },
+    )
+
+
+def feature(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
+    """An RFC 7946 Feature: coordinates are [lon, lat]; no uploader identity."""
+    fid, lon, lat, properties = _properties(kind, row)
     return {
         "type": "Feature",
         "id": fid,
@@ -250,49 +264,7 @@ def point_wkt(lon: float, lat: float) -> str:
 
 
 def properties_of(kind: Kind, row: Sequence[Any]) -> dict[str, Any]:
-    """The flat fields of a row, in CSV column order."""
-    if kind == "detections":
-        (
-            fid,
-            photo_id,
-            lon,
-            lat,
-            label,
-            score,
-            x1,
-            y1,
-            x2,
-            y2,
-            model_name,
-            model_ver,
-            taken_at,
-            offset,
-        ) = row[:14]
-        return {
-            "id": fid,
-            "photo_id": photo_id,
-            "lon": lon,
-            "lat": lat,
-            "WKT": point_wkt(lon, lat),
-            "label": label,
-            "supercategory": supercategory_of(label),
-            "score": round(score, 5),
-            "box_x1": round(x1, 2),
-            "box_y1": round(y1, 2),
-            "box_x2": round(x2, 2),
-            "box_y2": round(y2, 2),
-            "model_version": f"{model_name}:{model_ver}",
-            "taken_at": iso_taken_at(taken_at, offset),
-        }
-    fid, lon, lat, status, taken_at, offset, width, height, detections = row[:9]
-    return {
-        "id": fid,
-        "lon": lon,
-        "lat": lat,
-        "WKT": point_wkt(lon, lat),
-        "status": status,
-        "taken_at": iso_taken_at(taken_at, offset),
-        "width": width,
-        "height": height,
-        "detections": detections,
-    }
+    """The flat fields of a row, in CSV column order (the position also as WKT)."""
+    fid, lon, lat, properties = _properties(kind, row)
+    fields = {"id": fid, "lon": lon, "lat": lat, "WKT": point_wkt(lon, lat), **properties}
+    return {name: fields[name] for name in CSV_COLUMNS[kind]}

@@ -2,6 +2,18 @@
 
 Below DETAIL_ZOOM a tile holds clusters (one point per CLUSTER_PX square, with its count);
 from DETAIL_ZOOM on, one point per detection. Both sit in the layer `detections`.
+
+Up to ROLLUP_MAX_ZOOM, when the filters allow it, the clusters are the grid-count rollup's
+cells (web/query/rollup.py) instead of a scan of the detections: a level z + 3 cell has
+exactly a cluster column's width, its height is in degrees rather than web-mercator units,
+and its max_score is the lower edge of its best score decile.
+
+A tile's *signature* is (tile_epoch, the sum of the migration-0009 change counters of the
+cells its buffered box touches). Every committed write to a detection in those cells
+raises the sum, TRUNCATE raises the epoch, nothing lowers either: a tile built under a
+signature is current exactly while the signature is unchanged. `read_tile` asks for the
+signature when the caller knows one and builds the tile only when it differs; a tile and
+its signature always come from one statement (one snapshot).
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from trashmap.models import Detection, Photo
 from web.query.filters import MapFilter, box_term
+from web.query.rollup import COUNTS, DELTAS, MAX_LEVEL, cell_of, score_bin
 
 LAYER = "detections"
 EXTENT = 4096
@@ -25,7 +38,10 @@ MAX_ZOOM = 24
 # What each kind of feature carries, for a tile set's `vector_layers` metadata.
 CLUSTER_FIELDS = {"count": "Number", "max_score": "Number", "label": "String"}
 DETAIL_FIELDS = {"id": "Number", "photo_id": "Number", "label": "String", "score": "Number"}
+# Zooms whose clusters can be rollup cells: level z + 3 cells are CLUSTER_PX tile units wide.
+ROLLUP_MAX_ZOOM = MAX_LEVEL - 3
 _d, _p = Detection.__table__.c, Photo.__table__.c
+Signature = tuple[int, int]
 
 
 def tile_box(z: int, x: int, y: int, margin: float = 0.0) -> tuple[float, float, float, float]:
@@ -78,36 +94,196 @@ def occupied_tiles(
     return tiles
 
 
-def tile_bytes(session: Session, flt: MapFilter, z: int, x: int, y: int) -> bytes:
-    """One tile for the filters; empty bytes when nothing matches."""
+def tile_bytes(
+    session: Session, flt: MapFilter, z: int, x: int, y: int, source: str = "auto"
+) -> bytes:
+    """One tile for the filters; empty bytes when nothing matches.
+
+    source: "scan" (clusters from the detections), "rollup" (from the grid counts; only
+    where `rollup_allowed`) or "auto" (the rollup where allowed).
+    """
+    return bytes(session.scalar(_tile_select(flt, z, x, y, source)) or b"")
+
+
+def rollup_allowed(flt: MapFilter, z: int) -> bool:
+    """True when the rollup holds this tile's clusters for these filters (cf. source_level)."""
+    return (
+        z <= ROLLUP_MAX_ZOOM
+        and score_bin(flt.min_score) is not None
+        and flt.bbox is None
+        and flt.near is None
+        and flt.since is None
+        and flt.until is None
+        and flt.verified is None
+    )
+
+
+def cacheable(flt: MapFilter) -> bool:
+    """True when the tile depends on detection rows only, which the change counters cover
+    (dates and review state live on photos and annotations)."""
+    return flt.since is None and flt.until is None and flt.verified is None
+
+
+def change_level(z: int) -> int:
+    """The counter level whose cells are a zoom-z tile wide (the finest below zoom 13)."""
+    return max(0, min(MAX_LEVEL, z - 3))
+
+
+# The signature alone: what a request with a cached tile asks first (a prepared text
+# statement, so that the answer "unchanged" costs almost no Python).
+_SIGNATURE = sa.text(
+    """
+    SELECT (SELECT epoch FROM tile_epoch) AS epoch, (
+      SELECT coalesce(sum(n), 0)::bigint FROM (
+        SELECT n FROM tile_changes
+        WHERE level = :level AND cx BETWEEN :x0 AND :x1 AND cy BETWEEN :y0 AND :y1
+        UNION ALL
+        SELECT n FROM tile_change_deltas
+        WHERE level = :level AND cx BETWEEN :x0 AND :x1 AND cy BETWEEN :y0 AND :y1) AS counted
+    ) AS changes
+    """
+)
+
+
+def _cells(z: int, x: int, y: int) -> dict[str, int]:
+    """The change-counter cells the buffered tile touches: level and inclusive ranges."""
+    level = change_level(z)
+    cell = cell_of(level)
+    west, south, east, north = search_box(z, x, y)
+    return {
+        "level": level,
+        "x0": math.floor(west / cell),
+        "x1": math.floor(east / cell),
+        "y0": math.floor(south / cell),
+        "y1": math.floor(north / cell),
+    }
+
+
+def read_tile(
+    session: Session, flt: MapFilter, z: int, x: int, y: int, known: Signature | None
+) -> tuple[Signature, bytes | None]:
+    """The tile's signature and, unless it equals `known`, its bytes (None: unchanged).
+
+    One round trip, two when `known` is stale: the signature first, then the tile with
+    its signature again (one statement, so the signature is the tile's own).
+    """
+    cells = _cells(z, x, y)
+    if known is not None:
+        epoch, changes = session.execute(_SIGNATURE, cells).one()
+        if (epoch, changes) == known:
+            return known, None
+    signature = (
+        _SIGNATURE.bindparams(**cells)
+        .columns(sa.column("epoch", sa.BigInteger), sa.column("changes", sa.BigInteger))
+        .subquery("signature")
+    )
+    data = sa.func.coalesce(_tile_select(flt, z, x, y, "auto").scalar_subquery(), b"")
+    row = session.execute(sa.select(signature.c.epoch, signature.c.changes, data)).one()
+    return (int(row[0]), int(row[1])), bytes(row[2])
+
+
+def _tile_select(flt: MapFilter, z: int, x: int, y: int, source: str) -> sa.Select[Any]:
+    if source == "rollup" or (source == "auto" and rollup_allowed(flt, z)):
+        if not rollup_allowed(flt, z):
+            raise ValueError(f"the rollup cannot answer tile {z}/{x}/{y} for {flt}")
+        layer = _rollup_clusters(flt, z, x, y)
+    else:
+        layer = _scanned(flt, z, x, y)
+    return sa.select(
+        sa.func.ST_AsMVT(sa.literal_column("tile"), LAYER, EXTENT, "geom")
+    ).select_from(layer)
+
+
+def _scanned(flt: MapFilter, z: int, x: int, y: int) -> sa.Subquery:
+    """The tile's features from the detections in its buffered box."""
     source = _source(flt)
     where = [
         box_term("detections", _d.lat, _d.lon, search_box(z, x, y), postgis=True),
         *flt.detection_conditions(postgis=True),
     ]
-    if z >= DETAIL_ZOOM:
-        envelope = sa.func.ST_TileEnvelope(z, x, y)
-        mvt_geom = sa.func.ST_AsMVTGeom(
-            sa.func.ST_Transform(sa.literal_column("detections.geom"), 3857),
-            envelope,
-            EXTENT,
-            BUFFER,
-            True,
+    if z < DETAIL_ZOOM:
+        return _clusters(source, where, z, x, y)
+    envelope = sa.func.ST_TileEnvelope(z, x, y)
+    mvt_geom = sa.func.ST_AsMVTGeom(
+        sa.func.ST_Transform(sa.literal_column("detections.geom"), 3857),
+        envelope,
+        EXTENT,
+        BUFFER,
+        True,
+    )
+    rows = (
+        sa.select(mvt_geom.label("geom"), _d.id, _d.photo_id, _d.label, _d.score)
+        .select_from(source)
+        .where(*where)
+        .subquery("points")
+    )
+    return sa.select(rows).where(rows.c.geom.is_not(None)).subquery("tile")
+
+
+def _rollup_clusters(flt: MapFilter, z: int, x: int, y: int) -> sa.Subquery:
+    """One point per rollup cell of level z + 3 whose centre lies in the buffered tile.
+
+    Pending deltas are added in, as /grid does, so counts are exact whenever this runs.
+    """
+    level = z + 3
+    cell = cell_of(level)
+    min_bin = score_bin(flt.min_score)
+    assert min_bin is not None, "see rollup_allowed()"
+    west, south, east, north = search_box(z, x, y)
+    parts = []
+    for table in (COUNTS, DELTAS):
+        t = table.c
+        parts.append(
+            sa.select(t.cx, t.cy, t.label, t.score_bin, t.n).where(
+                t.level == level,
+                t.score_bin >= min_bin,
+                t.cx.between(math.floor(west / cell), math.floor(east / cell)),
+                t.cy.between(math.floor(south / cell), math.floor(north / cell)),
+                *flt.label_terms(t.label),
+                *flt.model_version_terms(t.model_version_id),
+            )
         )
-        rows = (
-            sa.select(mvt_geom.label("geom"), _d.id, _d.photo_id, _d.label, _d.score)
-            .select_from(source)
-            .where(*where)
-            .subquery("points")
+    rolled = sa.union_all(*parts).subquery("rolled")
+    r = rolled.c
+    # Deltas can cancel counts: only bins still holding detections name a best score.
+    held = sa.func.sum(r.n)
+    bins = (
+        sa.select(r.cx, r.cy, r.label, r.score_bin, held.label("n"))
+        .group_by(r.cx, r.cy, r.label, r.score_bin)
+        .having(held > 0)
+        .subquery("bins")
+    )
+    b = bins.c
+    per_label = (
+        sa.select(
+            b.cx, b.cy, b.label, sa.func.sum(b.n).label("n"), sa.func.max(b.score_bin).label("top")
         )
-        layer = sa.select(rows).where(rows.c.geom.is_not(None)).subquery("tile")
-    else:
-        layer = _clusters(source, where, z, x, y)
-    query = sa.select(
-        sa.func.ST_AsMVT(sa.literal_column("tile"), LAYER, EXTENT, "geom")
-    ).select_from(layer)
-    data = session.scalar(query)
-    return bytes(data or b"")
+        .group_by(b.cx, b.cy, b.label)
+        .subquery("per_label")
+    )
+    c = per_label.c
+    world = 2**z * EXTENT
+    px = ((c.cx + 0.5) * cell + 180.0) * (world / 360.0) - x * EXTENT
+    mercator_y = sa.func.asinh(sa.func.tan(sa.func.radians((c.cy + 0.5) * cell))) / math.pi
+    py = (1 - mercator_y) * (world / 2) - y * EXTENT
+    commonest = sa.func.array_agg(aggregate_order_by(c.label, c.n.desc(), c.label))
+    cells = (
+        sa.select(
+            sa.func.round(px).label("px"),
+            sa.func.round(py).label("py"),
+            sa.cast(sa.func.sum(c.n), sa.BigInteger).label("count"),
+            (sa.cast(sa.func.max(c.top), sa.Float) / 10.0).label("max_score"),
+            commonest[1].label("label"),
+        )
+        .group_by(c.cx, c.cy)
+        .subquery("cells")
+    )
+    k = cells.c
+    return (
+        sa.select(sa.func.ST_MakePoint(k.px, k.py).label("geom"), k.count, k.max_score, k.label)
+        .where(k.px.between(-BUFFER, EXTENT + BUFFER), k.py.between(-BUFFER, EXTENT + BUFFER))
+        .subquery("tile")
+    )
 
 
 def _clusters(source: Any, where: list[Any], z: int, x: int, y: int) -> sa.Subquery:

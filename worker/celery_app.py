@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 from celery import Celery
 
 from trashmap.queue import celery_config
@@ -35,3 +38,31 @@ def create_celery(settings: Settings) -> Celery:
     import worker.runtime  # noqa: F401  (connects the per-process signal handlers)
 
     return app
+
+
+class _UnrecoverableErrorWatch(logging.Handler):
+    """Notes Celery's "Unrecoverable error" record: the worker stops itself after it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.CRITICAL)
+        self.seen = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen = self.seen or record.getMessage().startswith("Unrecoverable error")
+
+
+def run_worker(app: Celery, argv: Sequence[str]) -> bool:
+    """Run the Celery worker until it stops; True when it stopped on an unrecoverable error.
+
+    Such an error is not a request to stop: kombu's Redis transport can raise one while the
+    broker is going away (restoring unacknowledged messages on a closed connection), and the
+    worker would stay down with photos waiting. The caller starts a fresh process then.
+    """
+    watch = _UnrecoverableErrorWatch()
+    celery_logger = logging.getLogger("celery.worker")
+    celery_logger.addHandler(watch)
+    try:
+        app.worker_main(list(argv))
+    finally:
+        celery_logger.removeHandler(watch)
+    return watch.seen

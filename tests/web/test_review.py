@@ -421,6 +421,8 @@ def test_a_version_that_finds_the_verified_boxes_scores_map_one(
         client.get("/api/v1/models/compare?a=exact:1", headers=_auth(stats_token)).status_code
         == 400
     )
+    nul = client.get("/api/v1/models/compare?a=exact:1&b=%00", headers=_auth(stats_token))
+    assert nul.status_code == 400 and nul.json["error"]["code"] == "invalid_b"
 
     png = tmp_path / "pr.png"
     run = CliRunner().invoke(

@@ -29,6 +29,8 @@ from trashmap.cli.preflight import (
 )
 
 logger = logging.getLogger("trashmap")
+# Pause before a worker that stopped on an unrecoverable error starts again.
+WORKER_RESTART_DELAY_S = 3
 
 # `trashmap up` gives its children this long to stop on their own, then kills them.
 STOP_GRACE_S = 8.0
@@ -317,7 +319,7 @@ def worker(
     os.environ["TRASHMAP_PIN_WEIGHTS"] = "1" if pin else "0"
     if concurrency is None:
         concurrency = 2 * settings.batch_size if pool == "threads" else 1
-    from worker.celery_app import create_celery
+    from worker.celery_app import create_celery, run_worker
 
     app = create_celery(settings)
     app.conf.worker_pool = pool  # read by the runtime to load the model in the right process
@@ -333,7 +335,15 @@ def worker(
     ]
     if hostname:
         argv += ["--hostname", hostname]
-    app.worker_main(argv)
+    if run_worker(app, argv):
+        # A fresh process, not a second worker_main: Celery's state after such an error is
+        # not reusable. Same pid, so a supervisor or `trashmap up` keeps tracking it.
+        logger.error(
+            "the worker stopped on an unrecoverable error; restarting in %d s",
+            WORKER_RESTART_DELAY_S,
+        )
+        time.sleep(WORKER_RESTART_DELAY_S)
+        os.execv(sys.executable, [sys.executable, "-m", "trashmap", *sys.argv[1:]])
 
 
 # --- the database ----------------------------------------------------------------------

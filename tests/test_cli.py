@@ -103,7 +103,7 @@ def test_worker_on_a_device_it_cannot_use_exits_before_celery(tmp_path: Path) ->
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA GPU: `--device cuda` is usable here")
+        pytest.skip(reason="this machine has a CUDA GPU: `--device cuda` is usable here")
     for args, env in (
         (("worker", "--untrained", "--device", "cuda"), _env()),
         (("worker", "--untrained"), _env(TRASHMAP_DEVICE="cuda:1")),

@@ -388,7 +388,7 @@ def _gdal(*args: str) -> str:
 @pytest.mark.slow
 def test_gdal_reads_every_page_with_typed_fields(pg_settings, pg_sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
     if shutil.which("ogrinfo") is None or shutil.which("ogr2ogr") is None:
-        pytest.skip("GDAL command-line tools missing: apt-get install gdal-bin")
+        pytest.skip(reason="GDAL command-line tools missing: apt-get install gdal-bin")
     pyogrio = pytest.importorskip("pyogrio", reason="pip install pyogrio (the web extra)")
     from tests.reliability.servers import WebServer
 

@@ -449,7 +449,7 @@ def test_the_review_page_draws_relabels_and_saves(
     from tests.web.test_pages import CHROMIUM, CHROMIUM_ARGS
 
     if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is missing: `apt-get install chromium` (scripts/test does)")
+        pytest.skip(reason=f"{CHROMIUM} is missing: `apt-get install chromium` (scripts/test does)")
     from playwright.sync_api import sync_playwright
 
     photo = post_photo(client, PLAIN).get_json()  # 640 x 480

@@ -30,6 +30,7 @@ POSTGRESQL_ONLY = {
         "tile_changes",
         "tile_change_deltas",
         "tile_epoch",
+        "tile_store",
     },
     "column": {"geom", "pt"},
     "index": {

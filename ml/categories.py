@@ -20,14 +20,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from trashmap.taxonomy import class_of
+from trashmap.taxonomy import OTHER_LITTER, class_of
 
 logger = logging.getLogger(__name__)
 
 # `--classes all`: the annotation file's own categories, in id order.
 FROM_ANNOTATIONS = "all"
-# The class `with_other` adds for boxes of categories a set leaves out.
-OTHER_LITTER = "other litter"
+# `with_other` adds OTHER_LITTER (trashmap.taxonomy) for boxes of categories a set leaves out.
 _MATCH_FIELDS = ("name", "supercategory")
 
 

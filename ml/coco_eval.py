@@ -1,29 +1,24 @@
-"""COCO box metrics with pycocotools: mAP@[.5:.95], mAP50, mAP75, by size, and per class."""
+"""Detector metrics: mAP@[.5:.95], mAP50, mAP75, by size at the model's input, per class, and
+class-agnostic (`litter`).
+
+The COCOeval wrapper itself is the core's (`trashmap.scoring`, torch-free, which also scores
+model versions on verified photos); this module adds what only a trained detector needs:
+engine output as COCO results, box sizes at the model's input scale, and the litter AP.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from ml.data.coco_file import CocoDict, to_pycocotools
+from ml.data.coco_file import CocoDict
+from trashmap.scoring import SUMMARY_KEYS, best_f1, per_class_ap, run_cocoeval, summary
 
 logger = logging.getLogger(__name__)
 
-# COCOeval.stats index of each summary metric (its 12-line printout, in order).
-SUMMARY_KEYS = {
-    "map": 0,
-    "map50": 1,
-    "map75": 2,
-    "map_small": 3,
-    "map_medium": 4,
-    "map_large": 5,
-    "mar100": 8,
-}
+__all__ = ["SUMMARY_KEYS", "coco_metrics", "format_metrics", "resize_scale", "size_class"]
+
 Metrics = dict[str, Any]
 # COCO's size ranges, in pixels of box area.
 SMALL_AREA, MEDIUM_AREA = 32**2, 96**2
@@ -40,11 +35,6 @@ def resize_scale(width: int, height: int, min_size: int, max_size: int) -> float
 def size_class(area: float) -> str:
     """COCO's size bucket of a box area: small, medium or large."""
     return "small" if area < SMALL_AREA else "medium" if area < MEDIUM_AREA else "large"
-
-
-def _defined(value: float) -> float | None:
-    # COCOeval writes -1 where no ground truth exists (e.g. no small boxes): undefined, not 0.
-    return None if value < 0 else float(value)
 
 
 def to_results(detections: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,60 +73,23 @@ def _at_input_scale(ground_truth: CocoDict, scales: dict[int, float]) -> CocoDic
     return {**ground_truth, "annotations": annotations}
 
 
-def _run_cocoeval(
-    gt: Any, results: list[dict[str, Any]], labels: list[int], scales: dict[int, float] | None
-) -> Any:
-    from pycocotools.cocoeval import COCOeval
+def as_litter(
+    ground_truth: CocoDict, results: list[dict[str, Any]]
+) -> tuple[CocoDict, list[dict[str, Any]]]:
+    """Ground truth and results with every class merged into one, `litter` (id 1).
 
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        dt = gt.loadRes(results)
-        if scales is not None:
-            for ann in dt.anns.values():  # detections are sized like the ground truth
-                ann["area"] = ann["bbox"][2] * ann["bbox"][3] * scales[ann["image_id"]] ** 2
-        evaluator = COCOeval(gt, dt, iouType="bbox")
-        evaluator.params.catIds = labels
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    logger.debug("COCOeval summary:\n%s", buffer.getvalue())
-    return evaluator
-
-
-def best_f1(evaluator: Any) -> dict[str, float] | None:
-    """The score threshold with the best F1 at IoU 0.5 over all classes, from COCOeval's matches.
-
-    Crowd (ignore) regions count as neither hits nor misses, exactly as in the mAP.
+    The categories are remapped rather than COCOeval's `useCats=0`, so the litter AP comes
+    from the very evaluation the per-class AP does (size buckets, crowd regions), with one
+    class in its precision array. A wrong class on the right box counts as a hit; two
+    classes on one object (one hit, one false positive) still cost; maxDets (100) now
+    caps an image's detections of all classes together, as the detector itself does.
     """
-    scores: list[float] = []
-    hits: list[bool] = []
-    positives = 0
-    everything = evaluator.params.areaRng[0]
-    for entry in evaluator.evalImgs:
-        if entry is None or entry["aRng"] != everything:
-            continue
-        positives += int(np.sum(np.asarray(entry["gtIgnore"]) == 0))
-        matched, ignored = entry["dtMatches"][0], entry["dtIgnore"][0]
-        for score, match, ignore in zip(entry["dtScores"], matched, ignored, strict=True):
-            if not ignore:
-                scores.append(float(score))
-                hits.append(bool(match > 0))
-    if not scores or positives == 0:
-        return None
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    ranked = np.asarray(scores)[order]
-    tp = np.cumsum(np.asarray(hits)[order])
-    fp = np.arange(1, len(order) + 1) - tp
-    # Only the last of equal scores is a threshold one can set.
-    last = np.append(ranked[1:] != ranked[:-1], True)
-    f1 = np.where(last, 2 * tp / (2 * tp + fp + (positives - tp)), -1.0)
-    i = int(np.argmax(f1))
-    return {
-        "threshold": float(ranked[i]),
-        "f1": float(f1[i]),
-        "precision": float(tp[i] / (tp[i] + fp[i])),
-        "recall": float(tp[i] / positives),
+    merged = {
+        **ground_truth,
+        "annotations": [{**a, "category_id": 1} for a in ground_truth["annotations"]],
+        "categories": [{"id": 1, "name": "litter"}],
     }
+    return merged, [{**r, "category_id": 1} for r in results]
 
 
 def coco_metrics(
@@ -151,7 +104,9 @@ def coco_metrics(
     `map_large` then bucket boxes by their area as the model sees them; without it, by box
     area in the annotation's pixels. `*_original` buckets by the file's own `area` field.
     Detections of labels above N (a catch-all class trained but not scored) are left out.
-    `best_f1` is the score threshold with the best F1 at IoU 0.5.
+    `boxes_per_class` counts the ground-truth boxes (not crowd regions) behind each AP.
+    `litter` holds the same summary with every class merged into one (`as_litter`), and
+    `best_f1` the score threshold with the best F1 at IoU 0.5.
     """
     if not ground_truth["images"]:
         raise ValueError("cannot evaluate on a split without images")
@@ -172,10 +127,11 @@ def coco_metrics(
         for det in detections
     ]
     results = to_results(scored)
-    gt_labels = {a["category_id"] for a in ground_truth["annotations"] if not a.get("iscrowd")}
+    real_labels = [a["category_id"] for a in ground_truth["annotations"] if not a.get("iscrowd")]
     metrics: Metrics = {
         "images": len(ground_truth["images"]),
-        "annotations": sum(1 for a in ground_truth["annotations"] if not a.get("iscrowd")),
+        "annotations": len(real_labels),
+        "boxes_per_class": {n: real_labels.count(i + 1) for i, n in enumerate(class_names)},
         "detections": len(results),
     }
     if not results:
@@ -190,34 +146,23 @@ def coco_metrics(
         for key in (*SUMMARY_KEYS, *ORIGINAL_KEYS):
             sized = key.startswith(("map_small", "map_medium", "map_large"))
             metrics[key] = 0.0 if real and (present.get(key, False) or not sized) else None
-        zeros = {n: (0.0 if i + 1 in gt_labels else None) for i, n in enumerate(class_names)}
-        return {**metrics, "per_class": zeros, "per_class_ap50": dict(zeros), "best_f1": None}
-    evaluator = _run_cocoeval(
-        to_pycocotools(_at_input_scale(ground_truth, scales)), results, labels, scales
-    )
-    for key, index in SUMMARY_KEYS.items():
-        metrics[key] = _defined(float(evaluator.stats[index]))
-    original = _run_cocoeval(to_pycocotools(ground_truth), results, labels, None)
-    for key, index in ORIGINAL_KEYS.items():
-        metrics[key] = _defined(float(original.stats[index]))
-    # precision: [IoU thresholds, recall points, classes, area ranges, max dets]
-    precision = evaluator.eval["precision"]
-    per_class: dict[str, float | None] = {}
-    per_class_ap50: dict[str, float | None] = {}
-    for k, name in enumerate(class_names):
-        every_iou = precision[:, :, k, 0, -1]
-        at_50 = precision[0, :, k, 0, -1]
-        per_class[name] = _mean_defined(every_iou)
-        per_class_ap50[name] = _mean_defined(at_50)
-    metrics["per_class"] = per_class
-    metrics["per_class_ap50"] = per_class_ap50
+        zeros = {n: (0.0 if i + 1 in real_labels else None) for i, n in enumerate(class_names)}
+        litter = {key: metrics[key] for key in SUMMARY_KEYS}
+        return {
+            **metrics,
+            "per_class": zeros,
+            "per_class_ap50": dict(zeros),
+            "litter": litter,
+            "best_f1": None,
+        }
+    gt_at_input = _at_input_scale(ground_truth, scales)
+    evaluator = run_cocoeval(gt_at_input, results, labels, scales)
+    metrics |= summary(evaluator, SUMMARY_KEYS)
+    metrics |= summary(run_cocoeval(ground_truth, results, labels), ORIGINAL_KEYS)
+    metrics["per_class"], metrics["per_class_ap50"] = per_class_ap(evaluator, class_names)
+    metrics["litter"] = summary(run_cocoeval(*as_litter(gt_at_input, results), [1], scales))
     metrics["best_f1"] = best_f1(evaluator)
     return metrics
-
-
-def _mean_defined(values: np.ndarray) -> float | None:
-    defined = values[values > -1]
-    return float(defined.mean()) if defined.size else None
 
 
 def format_metrics(metrics: Metrics) -> str:

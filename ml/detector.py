@@ -76,6 +76,8 @@ class ModelInfo:
     min_size: int = 800
     max_size: int = 1333
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Slice settings as stored under the checkpoint's "slicing" key (read by ml.slicing).
+    slicing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -151,6 +153,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, info: ModelInfo, **extra
         "min_size": info.min_size,
         "max_size": info.max_size,
         "metrics": info.metrics,
+        "slicing": info.slicing,
         "created": datetime.now(UTC).isoformat(),
         "state_dict": model.state_dict(),
         **extra,
@@ -186,6 +189,7 @@ def read_checkpoint(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
             min_size=int(payload.get("min_size", 800)),
             max_size=int(payload.get("max_size", 1333)),
             metrics=dict(payload.get("metrics") or {}),
+            slicing=dict(payload.get("slicing") or {}),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} lacks a valid field: {exc}") from exc
@@ -289,13 +293,20 @@ class Detector:
         # torch types every submodule as Tensor | Module.
         cast(RoIHeads, self.model.roi_heads).score_thresh = threshold
         pixels = [self._pixels(image) for image in images]
-        # Resized exactly as evaluation resizes, so the scores measured there hold here.
-        inputs = [model_input(p, *self.input_size) for p in pixels]
+        inputs = [self.model_input(p) for p in pixels]
         outputs = self.model(inputs)
         return [
             self._detections(out, threshold, max_detections, _scale(p, i))
             for out, p, i in zip(outputs, pixels, inputs, strict=True)
         ]
+
+    def model_input(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """The float CHW tensor the network is fed for `image`, on the device.
+
+        Resized exactly as evaluation resizes (`ml.transforms.model_input`), so the scores
+        measured there hold here.
+        """
+        return model_input(self._pixels(image), *self.input_size)
 
     def _pixels(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         if isinstance(image, Image.Image):

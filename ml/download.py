@@ -135,6 +135,29 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
         raise _RetryableError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def fetch_with_retries(url: str, part: Path, options: DownloadOptions) -> tuple[int, str | None]:
+    """Fetch `url` into `part`, retrying network errors, 429 and 5xx with jittered backoff.
+
+    Returns (attempts, None) on success, (attempts, why) once it gives up; a later call
+    resumes the same `part`.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            _fetch(url, part, options.timeout)
+            return attempt, None
+        except _RetryableError as exc:
+            if attempt > options.retries:
+                return attempt, f"gave up after {attempt} attempts: {exc}"
+            delay = options.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+            logger.info("%s: %s; retrying in %.1fs", url, exc, delay)
+            time.sleep(delay)
+        except ValueError as exc:
+            part.unlink(missing_ok=True)
+            return attempt, str(exc)
+
+
 def download_one(image: dict[str, Any], options: DownloadOptions) -> Outcome:
     """Fetch (or find) one image and verify it."""
     name, url = image["file_name"], image.get(options.url_field) or ""
@@ -149,23 +172,9 @@ def download_one(image: dict[str, Any], options: DownloadOptions) -> Outcome:
         return Outcome(name, url, "failed", f"no {options.url_field} in the annotation")
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            _fetch(url, part, options.timeout)
-            break
-        except _RetryableError as exc:
-            if attempt > options.retries:
-                return Outcome(
-                    name, url, "failed", f"gave up after {attempt} attempts: {exc}", attempt
-                )
-            delay = options.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
-            logger.info("%s: %s; retrying in %.1fs", url, exc, delay)
-            time.sleep(delay)
-        except ValueError as exc:
-            part.unlink(missing_ok=True)
-            return Outcome(name, url, "failed", str(exc), attempt)
+    attempt, failure = fetch_with_retries(url, part, options)
+    if failure is not None:
+        return Outcome(name, url, "failed", failure, attempt)
     problem = verify(part, image["width"], image["height"])
     if problem is not None:
         part.unlink(missing_ok=True)

@@ -64,14 +64,17 @@ def train_one_epoch(
     epoch: int,
     scaler: torch.amp.GradScaler | None = None,
     accumulate: int = 1,
-    warmup: torch.optim.lr_scheduler.LRScheduler | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
     clip_grad: float | None = None,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
     progress: bool = True,
 ) -> EpochResult:
     """Train for one pass over `loader`; steps the optimizer every `accumulate` batches.
 
     Each optimizer step follows the mean gradient of its batches, the last, shorter group's
-    too. Under DDP every rank learns of a non-finite loss on any rank, and all of them stop.
+    too, and is followed by one step of `schedule` (the warm-up, or the cosine) and one
+    update of `ema`. Under DDP every rank learns of a non-finite loss on any rank, and all of
+    them stop.
     """
     model.train()
     use_amp = scaler is not None and scaler.is_enabled()
@@ -117,8 +120,10 @@ def train_one_epoch(
                 scaled.backward()
         if stepping:
             _step(model, optimizer, scaler if use_amp else None, clip_grad)
-            if warmup is not None:
-                warmup.step()
+            if schedule is not None:
+                schedule.step()
+            if ema is not None:
+                ema.update_parameters(model)  # under DDP, the same tensors as its module's
         for name, part in loss_dict.items():
             sums[name] += float(part.detach())
         sums["loss"] += value

@@ -1,4 +1,4 @@
-"""The plots of `trashmap ml explore`: class distributions and sample images with boxes."""
+"""Plots: `trashmap ml explore`'s class distributions and samples, training's learning curve."""
 
 from __future__ import annotations
 
@@ -88,6 +88,47 @@ def sample_grid(data: dict[str, Any], images_dir: Path, path: Path, count: int) 
         ax.set_title(name, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def learning_curve(rows: list[dict[str, str]], path: Path) -> Path | None:
+    """Validation mAP and mAP50 over the epochs, above training loss and learning rate.
+
+    `rows` are log.csv's (empty cells: not measured); None when no epoch is recorded.
+    """
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        kept = [(int(r["epoch"]) + 1, float(r[key])) for r in rows if r.get(key)]
+        return [e for e, _ in kept], [v for _, v in kept]
+
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for key, label in (("val/map", "mAP 0.5:0.95"), ("val/map50", "mAP50")):
+        epochs, values = series(key)
+        if epochs:
+            top.plot(epochs, values, marker="o", markersize=3, label=label)
+    top.set_ylabel("validation")
+    top.set_ylim(bottom=0)
+    top.grid(alpha=0.3)
+    if top.get_lines():
+        top.legend(loc="upper left")
+    epochs, values = series("train/loss")
+    bottom.plot(epochs, values, color="#a0522d", label="training loss")
+    bottom.set_ylabel("training loss")
+    bottom.set_xlabel("epoch")
+    bottom.grid(alpha=0.3)
+    epochs, values = series("train/lr")
+    if epochs:
+        rate = bottom.twinx()
+        rate.plot(epochs, values, color="#777777", linestyle="--", label="learning rate")
+        rate.set_ylabel("learning rate (end of epoch)")
+        rate.set_yscale("log")
+    fig.suptitle(f"Learning curve ({len(rows)} epochs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 

@@ -1,8 +1,9 @@
-"""The fast inference path: reduced-scale decoding, shape-grouped batches, mixed precision.
+"""The fast inference path: shape-grouped batches, mixed precision, optional slicing.
 
 Shared by the detection workers and `trashmap bench infer`. Batches group images whose
 resized, padded shape is the same, so no image is padded more than it would be alone and a
-batch finds exactly what one-at-a-time prediction finds (up to float rounding).
+batch finds exactly what one-at-a-time prediction finds (up to float rounding). With slice
+settings, each photo's tiles join those batches through `ml.slicing.predict_sliced`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ml.detector import Detection, Detector
+from ml.slicing import SliceOptions, predict_sliced
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,10 @@ def group_by_shape(
 
 
 class BatchPredictor:
-    """Runs one Detector on many images at once, as fast as its device allows."""
+    """Runs one Detector on many images at once, as fast as its device allows.
+
+    `slicing` (off by default) adds native-resolution tiles to each photo's whole-image pass.
+    """
 
     def __init__(
         self,
@@ -77,8 +82,10 @@ class BatchPredictor:
         precision: str = "auto",
         channels_last: bool | None = None,
         compile_model: bool = False,
+        slicing: SliceOptions | None = None,
     ) -> None:
         self.detector = detector
+        self.slicing = slicing or SliceOptions()
         self.max_batch = max(1, max_batch)
         self.precision = resolve_precision(precision, detector.device)
         self.on_cuda = detector.device.type == "cuda"
@@ -118,12 +125,33 @@ class BatchPredictor:
         max_detections: int | None = None,
     ) -> list[list[Detection]]:
         """Detections per image (boxes in that image's pixels), in the order given."""
-        results: list[list[Detection]] = [[] for _ in images]
         tensors = [self._as_tensor(image) for image in images]
+        if not self.slicing.enabled:
+            return self.predict_whole(tensors, score_threshold, max_detections)
+        # Tiles are cut on the device: each photo crosses to it once, not once per tile.
+        on_device = [t.to(self.detector.device, non_blocking=True) for t in tensors]
+        return predict_sliced(
+            self.detector,
+            on_device,
+            self.slicing,
+            score_threshold,
+            max_detections,
+            predict=self.predict_whole,
+        )
+
+    @torch.inference_mode()
+    def predict_whole(
+        self,
+        images: Sequence[torch.Tensor],
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+    ) -> list[list[Detection]]:
+        """Each image as one model input (no tiles): one call per shape group, in order."""
+        results: list[list[Detection]] = [[] for _ in images]
         for chunk in self.chunks(images):
             with self._autocast():
                 found = self.detector.predict(
-                    [tensors[i] for i in chunk], score_threshold, max_detections
+                    [images[i] for i in chunk], score_threshold, max_detections
                 )
             for index, detections in zip(chunk, found, strict=True):
                 results[index] = detections

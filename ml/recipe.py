@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import random
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from ml import distributed
 from ml.categories import ClassSet, load_class_set
 from ml.data import GroupedBatchSampler, TacoDataset, collate
 from ml.data.coco_file import read_coco, read_training_coco
+from ml.data.sampler import RepeatFactorSampler, repeat_factors
 from ml.detector import ModelInfo
 from ml.splits import holdout, presence_matrix
 from ml.train_options import TrainOptions
-from ml.transforms import AugmentOptions, eval_transforms, train_transforms
+from ml.transforms import AugmentOptions, RandomBoxCrop, eval_transforms, train_transforms
 from ml.weights import NO_WEIGHTS, initial_model, resolve_bn
 
 logger = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ def start_epoch(loader: torch.utils.data.DataLoader, epoch: int, seed: int) -> N
     order and augmentation instead of replaying the first one's.
     """
     sampler = getattr(loader.batch_sampler, "sampler", None)
-    if isinstance(sampler, torch.utils.data.DistributedSampler):
+    if isinstance(sampler, torch.utils.data.DistributedSampler | RepeatFactorSampler):
         sampler.set_epoch(epoch)
     seed_everything(seed * 100_003 + epoch + 1)
 
@@ -63,8 +66,11 @@ def datasets(options: TrainOptions) -> tuple[TacoDataset, TacoDataset | None, Cl
     augment = AugmentOptions(
         options.hflip, options.vflip, options.scale_jitter, options.photometric
     )
-    train_tf = train_transforms(options.min_size, options.max_size, augment)
-    eval_tf = eval_transforms(options.min_size, options.max_size)
+    crop = RandomBoxCrop(options.crop_size, options.crop_anywhere) if options.crop_size else None
+    # Training images are stored at the largest size; the model's own resize draws the
+    # multi-scale size of each (see `model`).
+    train_tf = train_transforms(*options.input_size, augment, crop)
+    eval_tf = eval_transforms(*options.input_size)
     images = options.images
     train_kw: dict[str, Any] = {"keep_empty": options.keep_empty, "drop_outside": True}
     if options.val_annotations is not None:
@@ -119,9 +125,21 @@ def loader(
         "pin_memory": torch.cuda.is_available(),
     }
     # One process is rank 0 of 1: the same epoch-seeded permutation either way.
-    sampler: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
+    sampler: torch.utils.data.Sampler[int] = torch.utils.data.DistributedSampler(
         dataset, ctx.world_size, ctx.rank, shuffle=True, seed=options.seed
     )
+    if options.repeat_threshold > 0:
+        factors = repeat_factors(
+            [set(r.labels.tolist()) for r in dataset.records], options.repeat_threshold
+        )
+        sampler = RepeatFactorSampler(factors, ctx.world_size, ctx.rank, seed=options.seed)
+        logger.info(
+            "repeat-factor sampling (threshold %g): %d of %d images repeated, %.0f per epoch",
+            options.repeat_threshold,
+            sum(f > 1 for f in factors),
+            len(factors),
+            sum(factors),
+        )
     batches = GroupedBatchSampler(
         sampler, dataset.aspect_groups(), options.batch_size, equal_length=ctx.distributed
     )
@@ -147,12 +165,15 @@ def model(options: TrainOptions, class_set: ClassSet, device: torch.device) -> t
         options.model,
         class_set.num_classes,
         weights=options.weights,
-        min_size=options.min_size,
+        min_size=options.input_size[0],
         max_size=options.max_size,
         trainable_backbone_layers=options.trainable_backbone_layers,
         bn=bn,
         **knobs,
     )
+    # Multi-scale training: in train mode GeneralizedRCNNTransform resizes each image to one
+    # of these sizes, drawn from torch's generator; in eval mode it uses the last (largest).
+    cast(GeneralizedRCNNTransform, model.transform).min_size = options.min_size
     return model.to(device)
 
 
@@ -173,11 +194,69 @@ def warmup(
 ) -> torch.optim.lr_scheduler.LambdaLR | None:
     """Linear warm-up over the first --warmup-iters optimizer steps still to run, if any."""
     remaining = options.warmup_iters - done
-    if remaining <= 0:
+    if remaining <= 0 or options.schedule != "plateau":
         return None
-    # Linear from 0.1% of the learning rate; stepped once per optimizer step.
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, 0.001 + (done + step) / options.warmup_iters)
+        optimizer, lambda step: _warmup_factor(done + step, options.warmup_iters)
+    )
+
+
+def _warmup_factor(step: int, iters: int) -> float:
+    """Linear from 0.1% of the learning rate to all of it after `iters` optimizer steps."""
+    return min(1.0, 0.001 + step / iters)
+
+
+def slicing(options: TrainOptions) -> dict[str, Any]:
+    """The slice settings a checkpoint carries: --slice, else the training crops' side."""
+    return {"size": options.slice_size or options.crop_size, "overlap": options.slice_overlap}
+
+
+def optimizer_steps(loader: torch.utils.data.DataLoader, epochs: int, accumulate: int) -> int:
+    """Optimizer steps of a whole run; epochs differ in length under repeat-factor sampling."""
+    sampler = getattr(loader.batch_sampler, "sampler", None)
+    if not isinstance(sampler, RepeatFactorSampler):
+        return epochs * math.ceil(len(loader) / accumulate)
+    total = 0
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)  # only fixes which images repeat; start_epoch sets it again
+        total += math.ceil(len(loader) / accumulate)
+    sampler.set_epoch(0)
+    return total
+
+
+def cosine(
+    options: TrainOptions, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """--schedule cosine: linear warm-up, then a cosine to --lr-floor; stepped per optimizer step.
+
+    A closed form of the step count, whose state is that count alone: a run resumed with
+    another --epochs follows its new length, and steps past the end stay at the floor
+    (CosineAnnealingLR's recursive form would climb back up).
+    """
+    if options.schedule != "cosine":
+        return None
+    warm, floor = options.warmup_iters, options.lr_floor
+    decay = max(1, total_steps - warm)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return _warmup_factor(step, warm)
+        done = min(1.0, (step - warm) / decay)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def ema(
+    options: TrainOptions, model: torch.nn.Module
+) -> torch.optim.swa_utils.AveragedModel | None:
+    """--ema: the weights' exponential moving average, BatchNorm statistics included."""
+    if options.ema <= 0:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model,
+        multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(options.ema),
+        use_buffers=True,
     )
 
 
@@ -204,7 +283,7 @@ def model_info(options: TrainOptions, class_set: ClassSet, metrics: dict[str, An
         name=options.name,
         version=options.version or "0",
         score_threshold=score_threshold(options, metrics.get("val")),
-        min_size=options.min_size,
+        min_size=options.input_size[0],
         max_size=options.max_size,
         metrics=metrics,
     )
@@ -244,3 +323,41 @@ class Plateau:
 def plateau(options: TrainOptions, optimizer: torch.optim.Optimizer) -> Plateau:
     """The learning-rate schedule stepped once per epoch on the validation metric."""
     return Plateau(optimizer, options.lr_factor, options.lr_patience)
+
+
+def resume_state(
+    model: torch.nn.Module,
+    ema: torch.optim.swa_utils.AveragedModel | None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+) -> dict[str, Any]:
+    """What last.pt holds, beyond the weights it serves, for --ema and --schedule cosine.
+
+    With --ema the checkpoint's `state_dict` is the average (what is evaluated and served);
+    the weights being trained travel as `train_state_dict`.
+    """
+    state: dict[str, Any] = {}
+    if ema is not None:
+        state["train_state_dict"] = model.state_dict()
+        state["ema_updates"] = int(ema.n_averaged)
+    if schedule is not None:
+        state["lr_schedule"] = schedule.state_dict()
+    return state
+
+
+def load_resume_state(
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    ema: torch.optim.swa_utils.AveragedModel | None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+) -> None:
+    """Restore what `resume_state` and the checkpoint's weights saved."""
+    model.load_state_dict(state.get("train_state_dict", state["state_dict"]))
+    if ema is not None:
+        if "ema_updates" in state:
+            ema.module.load_state_dict(state["state_dict"])
+            ema.n_averaged.fill_(int(state["ema_updates"]))
+        else:
+            logger.warning("--ema: the run resumed kept no average; it starts from its weights")
+            ema.update_parameters(model)
+    if schedule is not None and "lr_schedule" in state:
+        schedule.load_state_dict(state["lr_schedule"])

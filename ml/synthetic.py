@@ -17,7 +17,11 @@ from PIL import Image, ImageDraw, ImageFilter
 SHAPES = ("circle", "square", "triangle")
 # One hue family per shape: the task stays easy enough for a few CPU epochs from scratch,
 # while clutter of every hue keeps colour alone from solving it.
-_HUES = {"circle": 0.0, "square": 0.6, "triangle": 0.3}
+HUES = {"circle": 0.0, "square": 0.6, "triangle": 0.3}
+# COCO categories of the shapes, id i + 1 for SHAPES[i].
+CATEGORIES = [
+    {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)
+]
 # What ImageOps.exif_transpose does for an orientation, undone: the stored pixels.
 _STORE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -48,43 +52,76 @@ class ShapesSpec:
     folder: str = "shapes"  # image folder under out_dir, part of each file_name
 
 
-def _colour(rng: random.Random, hue: float | None = None) -> tuple[int, int, int]:
+def colour(rng: random.Random, hue: float | None = None) -> tuple[int, int, int]:
+    """A saturated, bright RGB colour: any hue, or one near `hue` (0-1)."""
     h = rng.random() if hue is None else (hue + rng.uniform(-0.04, 0.04)) % 1.0
     r, g, b = colorsys.hsv_to_rgb(h, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _background(rng: random.Random, width: int, height: int) -> Image.Image:
+def background(
+    rng: random.Random, width: int, height: int, scale: float = 1.0, density: float = 1.0
+) -> Image.Image:
+    """A plain ground with lines and specks of every hue.
+
+    `scale` multiplies line widths and speck radii (a photo shrunk `scale` times before the
+    model sees it keeps the clutter's look); `density` multiplies their counts.
+    """
     base = tuple(rng.randint(60, 160) for _ in range(3))
     image = Image.new("RGB", (width, height), base)  # type: ignore[arg-type]
     draw = ImageDraw.Draw(image)
-    for _ in range(rng.randint(8, 16)):  # thin lines: edges everywhere, like twigs and cracks
+    for _ in range(round(rng.randint(8, 16) * density)):  # thin lines: like twigs and cracks
         pts = [(rng.uniform(0, width), rng.uniform(0, height)) for _ in range(2)]
-        draw.line(pts, fill=_colour(rng), width=rng.randint(1, 2))
-    for _ in range(rng.randint(10, 25)):  # specks smaller than any object
-        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(1, 4)
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=_colour(rng))
-    return image.filter(ImageFilter.GaussianBlur(0.6))
+        draw.line(pts, fill=colour(rng), width=max(1, round(rng.randint(1, 2) * scale)))
+    for _ in range(round(rng.randint(10, 25) * density)):  # specks smaller than any object
+        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(1, 4) * scale
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour(rng))
+    return image.filter(ImageFilter.GaussianBlur(0.6 * scale))
 
 
-def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
+def overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
+    """Whether xywh `box` intersects any of `others`."""
     x, y, w, h = box
     return any(
         x < ox + ow and ox < x + w and y < oy + oh and oy < y + h for ox, oy, ow, oh in others
     )
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: int, y: int, side: int, fill: Any) -> None:
-    """Draw `shape` filling exactly the pixels [x, x + side) x [y, y + side)."""
-    x1, y1 = x + side - 1, y + side - 1
+def draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    x: int,
+    y: int,
+    side: int,
+    fill: Any,
+    height: int | None = None,
+) -> None:
+    """Draw `shape` filling exactly the pixels [x, x + side) x [y, y + height or side)."""
+    x1, y1 = x + side - 1, y + (side if height is None else height) - 1
     if shape == "circle":
         draw.ellipse([x, y, x1, y1], fill=fill)
     elif shape == "square":
         draw.rectangle([x, y, x1, y1], fill=fill)
     elif shape == "triangle":
-        draw.polygon([(x + (side - 1) / 2, y), (x, y1), (x1, y1)], fill=fill)
+        draw.polygon([((x + x1) / 2, y), (x, y1), (x1, y1)], fill=fill)
     else:
         raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def shape_annotation(
+    annotation_id: int, image_id: int, shape: str, box: tuple[int, int, int, int]
+) -> dict[str, Any]:
+    """The COCO annotation of one drawn shape (box: x, y, width, height)."""
+    x, y, w, h = box
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": SHAPES.index(shape) + 1,
+        "bbox": [x, y, w, h],
+        "area": float(w * h),
+        "iscrowd": 0,
+        "segmentation": [],
+    }
 
 
 def save_with_orientation(image: Image.Image, path: Path, orientation: int = 1) -> None:
@@ -109,7 +146,7 @@ def make_shapes_dataset(
     for index in range(spec.images + spec.negatives):
         # Alternate landscape and portrait so batches need aspect-ratio grouping.
         width, height = (spec.width, spec.height) if index % 2 == 0 else (spec.height, spec.width)
-        image = _background(rng, width, height)
+        image = background(rng, width, height)
         draw = ImageDraw.Draw(image)
         placed: list[tuple[int, int, int, int]] = []
         count = 0 if index >= spec.images else rng.randint(spec.min_objects, spec.max_objects)
@@ -117,30 +154,19 @@ def make_shapes_dataset(
             for _attempt in range(50):
                 side = rng.randint(spec.min_side, min(spec.max_side, width - 2, height - 2))
                 x, y = rng.randint(1, width - side - 1), rng.randint(1, height - side - 1)
-                if not _overlaps((x, y, side, side), placed):
+                if not overlaps((x, y, side, side), placed):
                     break
             else:
                 continue
             shape = rng.choice(SHAPES)
-            draw_shape(draw, shape, x, y, side, _colour(rng, _HUES[shape]))
+            draw_shape(draw, shape, x, y, side, colour(rng, HUES[shape]))
             placed.append((x, y, side, side))
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": index + 1,
-                    "category_id": SHAPES.index(shape) + 1,
-                    "bbox": [x, y, side, side],
-                    "area": float(side * side),
-                    "iscrowd": 0,
-                    "segmentation": [],
-                }
+                shape_annotation(len(annotations) + 1, index + 1, shape, (x, y, side, side))
             )
         image_name = f"{spec.folder}/{index + 1:05d}{spec.suffix}"
         save_with_orientation(image, out_dir / image_name, spec.orientation)
         images.append({"id": index + 1, "file_name": image_name, "width": width, "height": height})
-    categories = [
-        {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)
-    ]
     path = out_dir / file_name
     path.write_text(
         json.dumps(
@@ -148,7 +174,7 @@ def make_shapes_dataset(
                 "info": {"description": f"trashmap synthetic shapes, seed {spec.seed}"},
                 "images": images,
                 "annotations": annotations,
-                "categories": categories,
+                "categories": CATEGORIES,
             }
         )
     )

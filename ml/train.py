@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ml import distributed, recipe
+from ml import distributed, model_card, recipe
 from ml.categories import ClassSet
 from ml.coco_eval import coco_metrics, format_metrics
 from ml.data import TacoDataset
@@ -70,7 +70,7 @@ def _validate(
             dataset.ground_truth(),
             detections,
             dataset.class_set.classes,
-            input_size=(options.min_size, options.max_size),
+            input_size=options.input_size,
         )
     return distributed.broadcast(ctx, metrics) or {}, detections
 
@@ -126,6 +126,8 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     plateau: Any,
     scaler: torch.amp.GradScaler,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, Any]:
     """Restore the last epoch's state when --resume finds one; the loop's counters otherwise."""
     fresh = {
@@ -149,8 +151,8 @@ def _resume(
         ).classes
     ):
         raise ValueError(f"{path} is a {state['arch']} run for other classes; use another --out")
-    model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
+    recipe.load_resume_state(state, model, ema, schedule)
     plateau.load_state_dict(state["plateau"])
     scaler.load_state_dict(state["scaler"])
     logger.info("resuming after epoch %d from %s", state["epoch"], path)
@@ -184,7 +186,13 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
     optimizer = recipe.optimizer(options, model)
     plateau = recipe.plateau(options, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=options.amp and device.type == "cuda")
-    state = _resume(options, model, optimizer, plateau, scaler)
+    loader = recipe.loader(train_ds, options, ctx, train=True)
+    ema = recipe.ema(options, model)
+    steps = recipe.optimizer_steps(loader, options.epochs, options.accumulate)
+    cosine = recipe.cosine(options, optimizer, steps)
+    state = _resume(options, model, optimizer, plateau, scaler, ema, cosine)
+    # What is validated and saved: the weights' average under --ema.
+    evaluated = ema.module if ema is not None else model
     resumed_version = state.pop("version", None)
     options = recipe.with_version(
         dataclasses.replace(options, version=options.version or resumed_version)
@@ -193,14 +201,13 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
     if ctx.distributed:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    warmup = recipe.warmup(options, optimizer, state["global_step"])
-    loader = recipe.loader(train_ds, options, ctx, train=True)
+    warmup = cosine or recipe.warmup(options, optimizer, state["global_step"])
     val_loader = recipe.loader(val_ds, options, ctx, train=False) if val_ds is not None else None
     log = TrainingLog(options.out, options.tensorboard) if ctx.is_main else None
     extra = {
         "class_set": class_set.to_dict(),
         "options": options.to_dict(),
-        "slicing": {"size": options.slice_size, "overlap": options.slice_overlap},
+        "slicing": recipe.slicing(options),
     }
     speeds: list[float] = []
     peak = 0
@@ -215,20 +222,22 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
             epoch=epoch,
             scaler=scaler,
             accumulate=options.accumulate,
-            warmup=warmup,
+            schedule=warmup,
             clip_grad=options.clip_grad,
+            ema=ema,
             progress=options.progress and ctx.is_main,
         )
         state["global_step"] += -(-len(loader) // options.accumulate)
-        if warmup is not None and state["global_step"] >= options.warmup_iters:
+        if cosine is None and warmup is not None and state["global_step"] >= options.warmup_iters:
             warmup = None
         if options.precise_bn:
-            _recalibrate(model, loader, device, ctx, options)
+            _recalibrate(evaluated, loader, device, ctx, options)
         metrics: dict[str, Any] = {}
         detections: list[dict[str, Any]] = []
         if val_loader is not None and val_ds is not None:
-            metrics, detections = _validate(model, val_loader, val_ds, device, ctx, options)
-            plateau.step(metrics.get(options.select_on), warming_up=warmup is not None)
+            metrics, detections = _validate(evaluated, val_loader, val_ds, device, ctx, options)
+            if cosine is None:
+                plateau.step(metrics.get(options.select_on), warming_up=warmup is not None)
         score = metrics.get(options.select_on) or 0.0
         improved = val_ds is None or score > state["best_score"]
         if improved:
@@ -240,12 +249,13 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
             best_so_far = {"val": state["best_val"], "best_epoch": state["best_epoch"]}
             info = recipe.model_info(options, class_set, best_so_far)
             if improved:
-                save_checkpoint(options.out / BEST, model, info, **extra)
+                save_checkpoint(options.out / BEST, evaluated, info, **extra)
             save_checkpoint(
                 options.out / LAST,
-                model,
+                evaluated,
                 info,
                 **extra,
+                **recipe.resume_state(model, ema, cosine),
                 epoch=epoch,
                 optimizer=optimizer.state_dict(),
                 plateau=plateau.state_dict(),
@@ -303,7 +313,7 @@ def _finish(
             read_coco(options.test_annotations),
             options.images,
             class_set.scored(),
-            eval_transforms(options.min_size, options.max_size),
+            eval_transforms(*options.input_size),
         )
         test_metrics, _ = _validate(
             model, recipe.loader(test_ds, options, ctx, train=False), test_ds, device, ctx, options
@@ -321,19 +331,22 @@ def _finish(
     if ctx.is_main:
         metrics = {k: summary[k] for k in ("val", "test", "best_epoch")}
         info = recipe.model_info(options, class_set, metrics)
+        card = model_card.build_card(options, class_set, info, summary)
         save_checkpoint(
             best_path,
             model,
             info,
+            card=card,
             class_set=class_set.to_dict(),
             options=options.to_dict(),
-            slicing={"size": options.slice_size, "overlap": options.slice_overlap},
+            slicing=recipe.slicing(options),
             score_threshold_source=(
                 "option" if options.score_threshold is not None else "validation best F1"
             ),
         )
         summary["score_threshold"] = info.score_threshold
         write_json(summary, options.out / METRICS, indent=2)
+        model_card.write_card(card, options.out)
         if test_metrics:
             logger.info("test: %s", format_metrics(test_metrics))
     distributed.barrier(ctx)

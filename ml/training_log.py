@@ -1,4 +1,4 @@
-"""What a training run records per epoch: a CSV row, TensorBoard scalars, annotated images."""
+"""What a training run records per epoch: CSV row, learning curve, TensorBoard, images."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from typing import Any
 
 from PIL import Image
 
+from ml.explore_plots import learning_curve
 from ml.visualize import GROUND_TRUTH, draw_boxes, shrink
 
 logger = logging.getLogger(__name__)
 
 _HEADLINE = ("map", "map50", "map75", "map_small", "map_medium", "map_large", "mar100")
+LEARNING_CURVE = "learning_curve.png"
 
 
 class TrainingLog:
-    """Appends to out/log.csv and out/tensorboard/; safe to reopen when a run resumes."""
+    """Appends to out/log.csv and tensorboard/, draws learning_curve.png; safe to reopen."""
 
     def __init__(self, out: Path, tensorboard: bool = True) -> None:
         self.out = out
@@ -73,7 +75,9 @@ class TrainingLog:
         return folder
 
     def close(self) -> None:
-        """Flush and close TensorBoard's files."""
+        """Draw the learning curve of every epoch logged so far; close TensorBoard's files."""
+        if self.csv_path.is_file():
+            plot_log(self.csv_path, self.out / LEARNING_CURVE)
         if self._writer is not None:
             self._writer.close()
 
@@ -81,3 +85,10 @@ class TrainingLog:
 def metric_columns(prefix: str, metrics: Mapping[str, Any]) -> dict[str, float | None]:
     """The headline metrics as flat `prefix/name` columns."""
     return {f"{prefix}/{key}": metrics.get(key) for key in _HEADLINE}
+
+
+def plot_log(csv_path: Path, png: Path) -> Path | None:
+    """Draw a run's log.csv as its learning curve (mAP per epoch, loss, learning rate)."""
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return learning_curve(rows, png)

@@ -8,7 +8,9 @@ the model's own resize then finds them already at size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torchvision import tv_tensors
@@ -27,6 +29,60 @@ class AugmentOptions:
     vflip: float = 0.0
     scale_jitter: float = 0.0  # 0.3: zoom out to 1.3x, or crop in to 1/1.3 of a side
     photometric: float = 0.0  # chance of brightness/contrast/saturation/hue jitter
+
+
+class RandomBoxCrop(v2.Transform):
+    """A `size` x `size` window of the photo at its own resolution, for training on tiles.
+
+    The window holds one box drawn at random, whole where it fits, at a random place;
+    with probability `anywhere` (and in photos without boxes) it lies anywhere. Boxes are
+    cut by the crop kernel and ones cut to nothing are dropped with their labels. A photo
+    smaller than `size` keeps its own side. Sliced inference with tiles of the same side
+    then shows the model objects at the scale it learnt them.
+    """
+
+    def __init__(self, size: int, anywhere: float = 0.25) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"crop size must be >= 1, not {size}")
+        _check_probability("anywhere", anywhere)
+        self.size = size
+        self.anywhere = anywhere
+        self._sanitize = v2.SanitizeBoundingBoxes(min_size=1.0)
+
+    @staticmethod
+    def _start(low: float, high: float, length: int, side: int) -> int:
+        """A random window start in [0, length - side] keeping [low, high) inside if it fits."""
+        lowest, highest = math.ceil(high) - side, math.floor(low)
+        if lowest > highest:  # the box is larger than the window: the window lies within it
+            lowest, highest = highest, lowest
+        lowest = min(max(lowest, 0), length - side)
+        highest = min(max(highest, 0), length - side)
+        return int(torch.randint(lowest, highest + 1, ()))
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """Where to cut: top, left, height, width in the photo's pixels."""
+        height, width = v2.query_size(flat_inputs)
+        side_h, side_w = min(self.size, height), min(self.size, width)
+        boxes = F.convert_bounding_box_format(
+            v2.get_bounding_boxes(flat_inputs), new_format=tv_tensors.BoundingBoxFormat.XYXY
+        ).as_subclass(torch.Tensor)
+        if len(boxes) == 0 or float(torch.rand(())) < self.anywhere:
+            top = int(torch.randint(0, height - side_h + 1, ()))
+            left = int(torch.randint(0, width - side_w + 1, ()))
+        else:
+            x1, y1, x2, y2 = boxes[int(torch.randint(0, len(boxes), ()))].tolist()
+            top = self._start(y1, y2, height, side_h)
+            left = self._start(x1, x2, width, side_w)
+        return {"top": top, "left": left, "height": side_h, "width": side_w}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """Crop images and boxes alike (boxes are clamped to the window by the kernel)."""
+        return self._call_kernel(F.crop, inpt, **params)
+
+    def forward(self, *inputs: Any) -> Any:
+        """Crop, then drop the boxes left outside the window."""
+        return self._sanitize(super().forward(*inputs))
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -64,14 +120,19 @@ def eval_transforms(min_size: int, max_size: int) -> v2.Compose:
 
 
 def train_transforms(
-    min_size: int, max_size: int, augment: AugmentOptions = AugmentOptions()
+    min_size: int,
+    max_size: int,
+    augment: AugmentOptions = AugmentOptions(),
+    crop: RandomBoxCrop | None = None,
 ) -> v2.Compose:
-    """Augment, resize, drop boxes the augmentation cut to nothing, convert to float."""
+    """Crop (optional), augment, resize, drop boxes cut to nothing, convert to float."""
     for name in ("hflip", "vflip", "photometric"):
         _check_probability(name, getattr(augment, name))
     if augment.scale_jitter < 0:
         raise ValueError(f"scale_jitter must be >= 0, not {augment.scale_jitter}")
     steps: list[v2.Transform] = [v2.ToImage()]
+    if crop is not None:
+        steps.append(crop)
     if augment.photometric > 0:
         steps.append(v2.RandomPhotometricDistort(p=augment.photometric))
     if augment.scale_jitter > 0:

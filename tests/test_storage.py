@@ -314,7 +314,10 @@ def test_a_storage_outage_answers_503_and_commits_nothing(  # type: ignore[no-un
             monkeypatch.setenv(name, value)
         store = open_storage_url(server.env()["TRASHMAP_STORAGE_URL"], server.endpoint)
         client = _app(pg_settings, store, server).test_client()
+        assert client.get("/readyz").get_json()["storage"] == "ok"
         server.stop()
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503 and not_ready.get_json()["storage"] == "unavailable"
         down = client.post(
             "/api/v1/photos",
             data={"file": (io.BytesIO(jpeg(50)), "a.jpg")},
@@ -326,6 +329,7 @@ def test_a_storage_outage_answers_503_and_commits_nothing(  # type: ignore[no-un
         with pg_sessions() as session:
             assert session.scalar(sa.select(sa.func.count()).select_from(Photo)) == 0
         server.start()
+        assert client.get("/readyz").status_code == 200
         up = post_photo(client, PHOTO)
         assert up.status_code == 201
         with pg_sessions() as session:

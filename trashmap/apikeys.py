@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from trashmap.db import row_id
 from trashmap.models import ApiKey, utcnow
 
 # read:stats - GET /api/v1/stats and /models/compare; export - the bulk exports; write -
@@ -70,8 +71,8 @@ def revoke_key(session: Session, id_or_prefix: str) -> ApiKey:
     key = None
     if _PREFIX.match(id_or_prefix):
         key = session.scalar(select(ApiKey).where(ApiKey.prefix == id_or_prefix))
-    elif id_or_prefix.isdigit() and int(id_or_prefix) < 2**31:
-        key = session.get(ApiKey, int(id_or_prefix))
+    elif (number := row_id(id_or_prefix)) is not None:
+        key = session.get(ApiKey, number)
     if key is None:
         raise ApiKeyError(f"no API key {id_or_prefix!r}")
     if key.revoked_at is None:

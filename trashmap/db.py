@@ -11,6 +11,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trashmap.settings import Settings
 
+# Row ids are PostgreSQL `integer`s; a larger number is nobody's id.
+_MAX_ROW_ID = 2**31 - 1
+
+
+def row_id(text: str) -> int | None:
+    """`text` as a row id when it is a plain ASCII number in the id range, else None.
+
+    str.isdigit() is not the test: it accepts superscripts ('6\u00b9') that int() refuses.
+    """
+    if not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= _MAX_ROW_ID else None
+
 
 def make_engine(settings: Settings) -> Engine:
     """Engine for `settings.database_url`; SQLite gets WAL and a busy timeout for 2+ processes."""

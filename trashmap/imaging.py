@@ -46,6 +46,14 @@ MAX_SCAN_PIXELS = 2_000_000_000
 # CPU seconds the upload's validating decode may take, measured on the decoding thread
 # (the decode runs in C and cannot be interrupted; the pre-check above bounds it first).
 DEFAULT_DECODE_CPU_S = 5.0
+# Draft decoding (a JPEG decoded at a reduced DCT scale) leaves at least this much of the
+# downscale to the model's antialiased resize. The DCT scale filters only like a 2x2 box
+# average, so when it does nearly all of the shrinking the model sees sharper pixels than
+# evaluation's full decode + resize gives it: on tests/data/photos, with inputs of 320 to
+# 1024 px, the PSNR between the two inputs fell to 35.6 dB with no headroom (the draft just
+# covering the input) and is at least 47 dB with 1.5x (`tests/worker/test_model_input.py`).
+# A 12 MP photo at the default 800 px input is still decoded at half scale either way.
+DRAFT_HEADROOM = 1.5
 # Segments a JPEG marker walk reads at most: real files have a few dozen.
 _MAX_JPEG_SEGMENTS = 4 * MAX_JPEG_SCANS + 1000
 # The next marker inside entropy-coded data: 0xFF not followed by a stuffed 0x00 or a restart
@@ -266,14 +274,17 @@ def decode_oriented(
     """RGB image turned upright, and the factor from its pixels back to full-size pixels.
 
     With `target` (min side, max side) a JPEG is decoded at the smallest DCT scale that still
-    covers the size the detector resizes to, which is several times faster on phone photos.
+    covers DRAFT_HEADROOM times the size the detector resizes to, several times faster on
+    phone photos, and within the PSNR stated there of what a full decode gives the model.
     """
     image = _open(data, max_pixels)
     width, height = image.size
     full_width = height if orientation_of(image) in _TRANSPOSED else width
     try:
         if target is not None and image.format in ("JPEG", "MPO"):
-            scale = min(target[0] / min(width, height), target[1] / max(width, height))
+            scale = DRAFT_HEADROOM * min(
+                target[0] / min(width, height), target[1] / max(width, height)
+            )
             if scale < 1:
                 image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
         image = ImageOps.exif_transpose(image)

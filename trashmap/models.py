@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names, so Alembic autogenerate and `alembic check` agree on both backends.
@@ -145,6 +146,8 @@ class ModelVersion(Base):
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
     class_names: Mapped[list[str]] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The checkpoint's model card (ml/model_card.py); None for checkpoints without one.
+    card: Mapped[dict[str, Any] | None] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     active: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

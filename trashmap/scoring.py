@@ -1,8 +1,12 @@
-"""Model versions scored on verified photos with pycocotools (torch-free: the web uses it too).
+"""COCO box evaluation with pycocotools, and model versions scored on verified photos.
 
-Ground truth is each verified photo's current set (a no-litter photo is an image without
-boxes); a version is scored on the verified photos that both compared versions ran on. A
-version "ran on" a photo when it left detections on it or is the version the photo shows.
+Torch-free: the web (`GET /api/v1/models/compare`), `trashmap models compare` and ml/
+(`ml.coco_eval`, which adds the model's input scale) all evaluate through `run_cocoeval`.
+
+Ground truth of a comparison is each verified photo's current set (a no-litter photo is an
+image without boxes); a version is scored on the verified photos that both compared
+versions ran on. A version "ran on" a photo when it left detections on it or is the
+version the photo shows.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import io
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +30,124 @@ logger = logging.getLogger(__name__)
 
 # Recall points of COCOeval's precision array (101 from 0 to 1).
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+# COCOeval.stats index of each summary metric (its 12-line printout, in order).
+SUMMARY_KEYS = {
+    "map": 0,
+    "map50": 1,
+    "map75": 2,
+    "map_small": 3,
+    "map_medium": 4,
+    "map_large": 5,
+    "mar100": 8,
+}
+
+
+def coco_index(data: Mapping[str, Any]) -> Any:
+    """A pycocotools COCO object built from a dict, without its prints on stdout."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def run_cocoeval(
+    ground_truth: Any,
+    results: list[dict[str, Any]],
+    category_ids: Sequence[int],
+    area_scale: Mapping[int, float] | None = None,
+) -> Any:
+    """COCOeval (bbox) evaluated, accumulated and summarised over `category_ids`.
+
+    `ground_truth` is a COCO dict or a `coco_index`; `results` are COCO result rows (xywh).
+    `area_scale` (image id -> factor on box sides) sizes each detection as the ground
+    truth's areas were sized, so the size buckets compare like with like.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    gt = coco_index(ground_truth) if isinstance(ground_truth, Mapping) else ground_truth
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        dt = gt.loadRes(results)
+        if area_scale is not None:
+            for ann in dt.anns.values():
+                ann["area"] = ann["bbox"][2] * ann["bbox"][3] * area_scale[ann["image_id"]] ** 2
+        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator.params.catIds = list(category_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    logger.debug("COCOeval summary:\n%s", buffer.getvalue())
+    return evaluator
+
+
+def defined(value: float) -> float | None:
+    """COCOeval's -1 (no ground truth to score against, e.g. no small boxes) as None."""
+    return None if value < 0 else float(value)
+
+
+def mean_defined(values: np.ndarray) -> float | None:
+    """The mean of the entries COCOeval defined (not -1), or None when there are none."""
+    kept = values[values > -1]
+    return float(kept.mean()) if kept.size else None
+
+
+def summary(evaluator: Any, keys: Mapping[str, int] = SUMMARY_KEYS) -> dict[str, float | None]:
+    """The summary metrics `keys` (name -> index in COCOeval.stats) of an evaluation."""
+    return {key: defined(float(evaluator.stats[index])) for key, index in keys.items()}
+
+
+def per_class_ap(
+    evaluator: Any, names: Sequence[str]
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """AP@[.5:.95] and AP50 per class; `names` in the order of the evaluated category ids."""
+    precision = evaluator.eval["precision"]  # [IoU, recall, class, area, max dets]
+    every_iou = {n: mean_defined(precision[:, :, k, 0, -1]) for k, n in enumerate(names)}
+    at_50 = {n: mean_defined(precision[0, :, k, 0, -1]) for k, n in enumerate(names)}
+    return every_iou, at_50
+
+
+def precision_at_50(evaluator: Any) -> list[float | None]:
+    """Precision at IoU 0.5 over RECALL_POINTS, averaged over classes with ground truth."""
+    return [mean_defined(row) for row in evaluator.eval["precision"][0, :, :, 0, -1]]
+
+
+def best_f1(evaluator: Any) -> dict[str, float] | None:
+    """The score threshold with the best F1 at IoU 0.5 over all classes, from COCOeval's matches.
+
+    Crowd (ignore) regions count as neither hits nor misses, exactly as in the mAP.
+    """
+    scores: list[float] = []
+    hits: list[bool] = []
+    positives = 0
+    everything = evaluator.params.areaRng[0]
+    for entry in evaluator.evalImgs:
+        if entry is None or entry["aRng"] != everything:
+            continue
+        positives += int(np.sum(np.asarray(entry["gtIgnore"]) == 0))
+        matched, ignored = entry["dtMatches"][0], entry["dtIgnore"][0]
+        for score, match, ignore in zip(entry["dtScores"], matched, ignored, strict=True):
+            if not ignore:
+                scores.append(float(score))
+                hits.append(bool(match > 0))
+    if not scores or positives == 0:
+        return None
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    ranked = np.asarray(scores)[order]
+    tp = np.cumsum(np.asarray(hits)[order])
+    fp = np.arange(1, len(order) + 1) - tp
+    # Only the last of equal scores is a threshold one can set.
+    last = np.append(ranked[1:] != ranked[:-1], True)
+    f1 = np.where(last, 2 * tp / (2 * tp + fp + (positives - tp)), -1.0)
+    i = int(np.argmax(f1))
+    return {
+        "threshold": float(ranked[i]),
+        "f1": float(f1[i]),
+        "precision": float(tp[i] / (tp[i] + fp[i])),
+        "recall": float(tp[i] / positives),
+    }
 
 
 class ScoringError(ValueError):
@@ -140,9 +263,6 @@ def score(
     ground_truth: dict[str, Any], detections: list[Detection], category: dict[str, int]
 ) -> tuple[dict[str, Any], list[float | None]]:
     """COCO mAP@[.5:.95], mAP50 and per-class AP of `detections`, and the IoU-0.5 PR curve."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     names = list(category)
     gt_labels = {a["category_id"] for a in ground_truth["annotations"]}
     if not detections or not gt_labels:
@@ -163,37 +283,11 @@ def score(
         }
         for d in detections
     ]
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = ground_truth
-        gt.createIndex()
-        dt = gt.loadRes(results)
-        evaluator = COCOeval(gt, dt, iouType="bbox")
-        evaluator.params.catIds = list(category.values())
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    precision = evaluator.eval["precision"]  # [IoU, recall, class, area, max dets]
-    per_class = {n: _mean_defined(precision[:, :, k, 0, -1]) for k, n in enumerate(names)}
-    per_class_50 = {n: _mean_defined(precision[0, :, k, 0, -1]) for k, n in enumerate(names)}
-    at_50 = precision[0, :, :, 0, -1]  # [recall, class]
-    curve = [_mean_defined(row) for row in at_50]
-    metrics = {
-        "map": _defined(float(evaluator.stats[0])),
-        "map50": _defined(float(evaluator.stats[1])),
-        "per_class_ap": per_class,
-        "per_class_ap50": per_class_50,
-    }
-    return metrics, curve
-
-
-def _defined(value: float) -> float | None:
-    return None if value < 0 else value  # COCOeval's -1: no ground truth to score against
-
-
-def _mean_defined(values: np.ndarray) -> float | None:
-    defined = values[values > -1]
-    return float(defined.mean()) if defined.size else None
+    evaluator = run_cocoeval(ground_truth, results, list(category.values()))
+    per_class, per_class_50 = per_class_ap(evaluator, names)
+    scores = summary(evaluator, {"map": SUMMARY_KEYS["map"], "map50": SUMMARY_KEYS["map50"]})
+    metrics = {**scores, "per_class_ap": per_class, "per_class_ap50": per_class_50}
+    return metrics, precision_at_50(evaluator)
 
 
 def compare_json(result: dict[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,10 @@ class Settings:
     precision: str = "auto"
     compile_model: bool = False
     draft_decode: bool = True
+    # Sliced inference: tile side in original pixels (0 = off) and overlap; None = each
+    # checkpoint's own setting (its "slicing"; off when it has none).
+    slice_size: int | None = None
+    slice_overlap: float | None = None
     # How often (seconds) a worker asks the database whether another model version is active.
     model_check_s: float = 10.0
     # Port of a worker's Prometheus endpoint; 0 = none.
@@ -206,6 +210,14 @@ class Settings:
             precision=_choice("TRASHMAP_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16")),
             compile_model=_bool("TRASHMAP_COMPILE", False),
             draft_decode=_bool("TRASHMAP_DRAFT_DECODE", True),
+            slice_size=(
+                _int("TRASHMAP_SLICE", 0, lo=0) if _env("TRASHMAP_SLICE") is not None else None
+            ),
+            slice_overlap=(
+                _float("TRASHMAP_SLICE_OVERLAP", 0.2, 0.0, 0.95)
+                if _env("TRASHMAP_SLICE_OVERLAP") is not None
+                else None
+            ),
             model_check_s=_float("TRASHMAP_MODEL_CHECK_S", 10.0, 0.0, 86400.0),
             metrics_port=_int("TRASHMAP_METRICS_PORT", 0, lo=0),
             reconcile_interval_s=_int("TRASHMAP_RECONCILE_INTERVAL_S", 10, lo=0),

@@ -114,6 +114,9 @@ class Storage(Protocol):
     def staging_dir(self) -> Path | None:
         """Where an upload is best spooled so that put_file is a rename (None: the temp dir)."""
 
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the backend can take writes now (readiness)."""
+
 
 class FileStorage:
     """Objects as files under a folder; a write is a temporary file renamed into place."""
@@ -196,6 +199,11 @@ class FileStorage:
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         return None
+
+    def check(self) -> None:
+        folder = self.staging_dir()  # creates the folder, or says it cannot
+        if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"storage folder {folder} is not writable")
 
 
 class S3Storage:
@@ -303,6 +311,11 @@ class S3Storage:
                 ExpiresIn=expires_s,
             )
             return url
+
+    def check(self) -> None:
+        # One HEAD on the bucket: the server answers and the credentials may use it.
+        with self._errors(""):
+            self.client.head_bucket(Bucket=self.bucket)
 
     def ensure_bucket(self) -> None:
         """Create the bucket when the server has none of that name (tests, first start)."""

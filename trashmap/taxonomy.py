@@ -11,6 +11,10 @@ from typing import Any
 DATA_FILE = Path(__file__).resolve().parent / "data" / "taco_supercategories.json"
 # The class sets a detector can be trained on (taco10, taco15, litter, ...), as data files.
 CLASS_SETS_DIR = DATA_FILE.parent / "classes"
+# The class a model trained with `--other-litter` predicts for litter outside its class set;
+# it belongs to TACO's own catch-all supercategory, so map filters and stats count it.
+OTHER_LITTER = "other litter"
+OTHER_LITTER_SUPERCATEGORY = "Unlabeled litter"
 
 
 @cache
@@ -24,19 +28,25 @@ def supercategories() -> list[str]:
 
 
 @cache
-def _label_lookup() -> dict[str, str]:
+def label_supercategories() -> dict[str, str]:
+    """Every label a detection may carry (categories, supercategories, other litter) -> its
+    supercategory."""
     mapping = category_to_supercategory()
-    return {**{sup: sup for sup in mapping.values()}, **mapping}
+    return {
+        **{sup: sup for sup in mapping.values()},
+        **mapping,
+        OTHER_LITTER: OTHER_LITTER_SUPERCATEGORY,
+    }
 
 
 def supercategory_of(label: str) -> str | None:
     """A TACO category's supercategory; a model trained on supercategories predicts them as is."""
-    return _label_lookup().get(label)
+    return label_supercategories().get(label)
 
 
 def labels_in(supercategory: str) -> list[str]:
     """Every label that belongs to `supercategory`, including the supercategory's own name."""
-    names = {name for name, sup in category_to_supercategory().items() if sup == supercategory}
+    names = {name for name, sup in label_supercategories().items() if sup == supercategory}
     return sorted(names | {supercategory})
 
 

@@ -15,12 +15,15 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from trashmap.db import row_id
 from trashmap.models import Detection, ModelVersion
 from trashmap.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "checkpoint_path"
+# The checkpoint key of its model card (ml/model_card.py), stored as ModelVersion.card.
+CARD_KEY = "card"
 
 
 class VersionError(ValueError):
@@ -57,7 +60,8 @@ def find_version(session: Session, ref: str) -> ModelVersion:
             raise VersionError(f"no model version {ref!r}; registered: {_known(session)}")
         return row
     rows = list(session.scalars(select(ModelVersion).where(ModelVersion.version == ref)))
-    by_id = session.get(ModelVersion, int(ref)) if ref.isdigit() and int(ref) < 2**31 else None
+    number = row_id(ref)
+    by_id = session.get(ModelVersion, number) if number is not None else None
     if by_id is not None and by_id not in rows:
         rows.insert(0, by_id)
     if len(rows) > 1:

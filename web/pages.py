@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from trashmap.annotations import allowed_labels
 from trashmap.models import ModelVersion
-from trashmap.taxonomy import category_to_supercategory, supercategories
+from trashmap.taxonomy import label_supercategories, supercategories
 from web.context import db
 
 bp = Blueprint("pages", __name__)
@@ -29,7 +29,7 @@ def map_page():  # type: ignore[no-untyped-def]
         supercategories=supercategories(),
         untrained_models=untrained,
         # Points are coloured by supercategory; tiles carry only the label.
-        label_kinds=category_to_supercategory(),
+        label_kinds=label_supercategories(),
     )
 
 

@@ -91,6 +91,9 @@ class Batcher:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # When the running batch began (time.monotonic()), None while idle: the watchdog
+        # (worker/watchdog.py) restarts a process whose batch never ends.
+        self.busy_since: float | None = None
 
     def submit(
         self,
@@ -156,6 +159,7 @@ class Batcher:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(job)
+            self.busy_since = time.monotonic()
             try:
                 self.run(batch)
             except BaseException as exc:  # never leave a task waiting forever
@@ -163,6 +167,8 @@ class Batcher:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(exc)
+            finally:
+                self.busy_since = None
 
     def run(self, batch: list[Job]) -> None:
         """Run one batch: group by model version, then predict each group.

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 from celery import Celery
 
 from trashmap.queue import celery_config
 from trashmap.settings import Settings
+
+# Pause before a worker process starts itself afresh (a broker going away comes back).
+RESTART_DELAY_S = 3
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -66,3 +73,17 @@ def run_worker(app: Celery, argv: Sequence[str]) -> bool:
     finally:
         celery_logger.removeHandler(watch)
     return watch.seen
+
+
+def restart_process() -> NoReturn:
+    """Replace this process by a fresh `trashmap worker` with the same arguments.
+
+    Same pid, so a supervisor or `trashmap up` keeps tracking it; every thread ends,
+    including one stuck in native code. Only for the process `trashmap worker` started
+    (the solo and threads pools), never a prefork child.
+    """
+    time.sleep(RESTART_DELAY_S)
+    logging.shutdown()  # flush what was logged before the image is replaced
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "trashmap", *sys.argv[1:]])

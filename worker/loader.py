@@ -1,5 +1,6 @@
 """Which detector a worker process runs: the active model version, one asked for by a
-reprocess, or its fallback (TRASHMAP_WEIGHTS, or a random model with --untrained).
+reprocess, or its fallback (TRASHMAP_WEIGHTS, or a random model with --untrained), run
+with the slice settings its checkpoint carries unless TRASHMAP_SLICE(_OVERLAP) override them.
 
 Rollout rule: a worker follows the active version and looks for a change between batches
 (at most every TRASHMAP_MODEL_CHECK_S). TRASHMAP_WEIGHTS is registered at start and
@@ -12,12 +13,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from trashmap.db import session_scope
+from trashmap.imaging import decode_oriented
 from trashmap.models import UNTRAINED_KEY, ModelVersion
 from trashmap.settings import Settings
 from trashmap.versions import VersionError, VersionRef, activate, active_version, ref_of
@@ -27,6 +30,7 @@ from worker.versions import register_checkpoint as register_row
 
 if TYPE_CHECKING:
     from ml.detector import Detector
+    from ml.inference import BatchPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ class ModelLoader:
         self.cache_size = max(1, cache_size)
         self.current: Model | None = None
         self.input_size: tuple[int, int] = (settings.min_size or 800, settings.max_size or 1333)
+        # What photos are decoded for (see decode); None = at native resolution.
+        self.decode_target: tuple[int, int] | None = None
         self.device: str = "cpu"
         self._cache: OrderedDict[int, Model] = OrderedDict()
         self._checked_at = 0.0
@@ -124,9 +130,20 @@ class ModelLoader:
         metrics.MODEL_SWITCHES.inc()
         self._switch(model)
 
+    def decode(self, data: bytes) -> tuple[Image.Image, float]:
+        """Upright photo at the smallest size the current model can use, and the factor back.
+
+        Draft decoding (TRASHMAP_DRAFT_DECODE) stops at DRAFT_HEADROOM x the model's input
+        size; a model that slices gets the native pixels its tiles are cut from.
+        """
+        return decode_oriented(data, target=self.decode_target)
+
     def _switch(self, model: Model) -> Model:
         self.current = model
-        self.input_size = model.predictor.detector.input_size  # type: ignore[attr-defined]
+        predictor = _batch_predictor(model)
+        self.input_size = predictor.detector.input_size
+        draft = self.settings.draft_decode and not predictor.slicing.enabled
+        self.decode_target = self.input_size if draft else None
         metrics.set_model(model.version_id, model.label)
         return model
 
@@ -172,12 +189,15 @@ class ModelLoader:
     ) -> Model:
         """Cache a loaded detector; TRASHMAP_SCORE_THRESHOLD, when set, overrides its own."""
         from ml.inference import BatchPredictor
+        from ml.slicing import stored_slicing
 
+        s = self.settings
         predictor = BatchPredictor(
             detector,
-            max_batch=self.settings.batch_size,
-            precision=self.settings.precision,
-            compile_model=self.settings.compile_model,
+            max_batch=s.batch_size,
+            precision=s.precision,
+            compile_model=s.compile_model,
+            slicing=stored_slicing(detector.info.slicing, s.slice_size, s.slice_overlap),
         )
         self.device = str(detector.device)
         threshold = self.settings.score_threshold
@@ -188,14 +208,25 @@ class ModelLoader:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         logger.info(
-            "loaded model version %s (%s) on %s, %s, score threshold %s",
+            "loaded model version %s (%s) on %s, %s, score threshold %s, slicing %s",
             version_id,
             label,
             detector.device,
             predictor.precision,
             model.score_threshold,
+            describe_slicing(model),
         )
         return model
+
+
+def _batch_predictor(model: Model) -> BatchPredictor:
+    # The loader builds every Model's predictor (the batcher needs only its predict()).
+    return cast("BatchPredictor", model.predictor)
+
+
+def describe_slicing(model: Model) -> str:
+    """The slice settings `model` runs with, for log lines: 'off' or '512 px tiles, ...'."""
+    return _batch_predictor(model).slicing.describe()
 
 
 def register_untrained(sessions: sessionmaker[Session], detector: Detector) -> int:

@@ -14,12 +14,12 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from trashmap.db import make_engine, make_session_factory
-from trashmap.imaging import decode_oriented
 from trashmap.settings import Settings
 from worker import metrics
 from worker.batching import Batcher, Inference
 from worker.leases import Membership
-from worker.loader import ModelLoader
+from worker.loader import ModelLoader, describe_slicing
+from worker.watchdog import WEDGED_AFTER_TIME_LIMITS, Watchdog, restart_wedged
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +42,7 @@ class Runtime:
 
     def decode(self, data: bytes) -> tuple[Image.Image | torch.Tensor, float]:
         """Upright image at the smallest size the model can use, and the factor back."""
-        target = self.loader.input_size if self.settings.draft_decode else None
-        return decode_oriented(data, target=target)
+        return self.loader.decode(data)
 
     def infer(
         self,
@@ -55,7 +54,11 @@ class Runtime:
         """This process's batcher runs the photo (see Batcher.infer)."""
         return self.batcher.infer(photo_id, image, model_version_id, timeout_s)
 
+    watchdog: Watchdog | None = None
+
     def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close()
         self.batcher.close()
         self.membership.close()
 
@@ -77,12 +80,13 @@ def build_runtime(settings: Settings, *, untrained: bool, pinned: bool) -> Runti
         after_batch=lambda: _gpu_memory(loader),
     )
     logger.info(
-        "worker pid %s ready: model %s (version %s) on %s, batches of up to %d",
+        "worker pid %s ready: model %s (version %s) on %s, batches of up to %d, slicing %s",
         os.getpid(),
         model.label,
         model.version_id,
         loader.device,
         settings.batch_size,
+        describe_slicing(model),
     )
     membership = Membership(
         sessions,
@@ -91,6 +95,18 @@ def build_runtime(settings: Settings, *, untrained: bool, pinned: bool) -> Runti
         settings.lease_timeout_s,
     )
     return Runtime(settings, sessions, loader, batcher, membership)
+
+
+def watch_batches(runtime: Runtime) -> None:
+    """Restart this process if a batch never ends (worker/watchdog.py). Only where the
+    batcher lives in the process `trashmap worker` started: a prefork child is killed and
+    replaced by Celery's own hard time limit."""
+    from worker.celery_app import restart_process
+
+    limit_s = WEDGED_AFTER_TIME_LIMITS * runtime.settings.task_time_limit_s
+    runtime.watchdog = Watchdog(
+        lambda: runtime.batcher.busy_since, limit_s, restart_wedged(restart_process)
+    )
 
 
 def _gpu_memory(loader: ModelLoader) -> None:
@@ -127,7 +143,7 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
         return
     # The solo and threads pools run tasks in the main process, which has no fork signal.
     if str(conf.get("worker_pool", "prefork")) in ("solo", "threads"):
-        get_runtime()
+        watch_batches(get_runtime())
     from worker.reconcile import start_periodic
 
     start_periodic(conf.trashmap_settings)

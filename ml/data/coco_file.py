@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import logging
 import os
@@ -149,10 +147,6 @@ def write_json(data: Any, path: Path, indent: int | None = None) -> Path:
 
 def to_pycocotools(data: CocoDict) -> Any:
     """A pycocotools COCO object built from a dict, without its prints on stdout."""
-    from pycocotools.coco import COCO
+    from trashmap.scoring import coco_index
 
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+    return coco_index(data)

@@ -1,12 +1,14 @@
-"""Batches of images that share an aspect ratio, so padding to the batch's size wastes little."""
+"""Training order: rare classes repeated (LVIS), then batches of one aspect ratio each."""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import Any
 
-from torch.utils.data import Sampler
+import numpy as np
+from torch.utils.data import DistributedSampler, Sampler
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -61,3 +63,59 @@ class GroupedBatchSampler(Sampler[list[int]]):
         for index in indices:
             counts[self.group_ids[index]] += 1
         return sum(math.ceil(n / self.batch_size) for n in counts.values())
+
+
+def repeat_factors(label_sets: Sequence[Collection[int]], threshold: float) -> list[float]:
+    """Each image's LVIS repeat factor: the largest max(1, sqrt(t / f(c))) of its classes.
+
+    f(c) is the share of the images holding class c; an image without boxes has factor 1.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"the repeat threshold must be in (0, 1], not {threshold}")
+    images = len(label_sets)
+    holding = Counter(c for labels in label_sets for c in set(labels))
+    per_class = {c: max(1.0, math.sqrt(threshold * images / n)) for c, n in holding.items()}
+    return [max((per_class[c] for c in labels), default=1.0) for labels in label_sets]
+
+
+class RepeatFactorSampler(Sampler[int]):
+    """Every image `factor` times per epoch on average, shuffled, and this rank's share of it.
+
+    As Detectron2's RepeatFactorTrainingSampler, factors are rounded stochastically each
+    epoch (2.3: twice, or three times with probability 0.3). Which images repeat depends on
+    (seed, epoch) alone, so every rank draws the same epoch and a resumed run the same as
+    an uninterrupted one; DistributedSampler then shuffles and shards that list exactly as
+    it does the plain image list. `set_epoch` picks the epoch, as DistributedSampler's.
+    """
+
+    def __init__(
+        self, factors: Sequence[float], num_replicas: int = 1, rank: int = 0, *, seed: int = 0
+    ) -> None:
+        if any(f < 1 for f in factors):
+            raise ValueError("repeat factors must be at least 1")
+        self.factors = np.asarray(factors, dtype=np.float64)
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch `epoch`'s repeats; the same (seed, epoch) always draws the same."""
+        self.epoch = epoch
+        rng = np.random.default_rng([self.seed % 2**64, epoch])
+        whole = np.floor(self.factors)
+        counts = whole + (rng.random(len(self.factors)) < self.factors - whole)
+        self.indices: list[int] = np.repeat(
+            np.arange(len(self.factors)), counts.astype(int)
+        ).tolist()
+        shards: Any = self.indices  # a list is all DistributedSampler needs: its length
+        self._shards: DistributedSampler[int] = DistributedSampler(
+            shards, self.num_replicas, self.rank, shuffle=True, seed=self.seed
+        )
+        self._shards.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return (self.indices[i] for i in self._shards)
+
+    def __len__(self) -> int:
+        return len(self._shards)

@@ -19,7 +19,16 @@ from ml.train import TrainOptions, TrainResult
 from ml.train_options import ARCHITECTURES
 from tests.conftest import PHOTOS_DIR, ROOT
 
-COMMANDS = ["download-taco", "explore", "train", "cv", "evaluate", "predict"]
+COMMANDS = [
+    "download-taco",
+    "explore",
+    "train",
+    "plot-log",
+    "cv",
+    "bootstrap",
+    "evaluate",
+    "predict",
+]
 
 
 def test_importing_the_cli_does_not_import_torch() -> None:
@@ -48,6 +57,8 @@ def test_train_and_cv_share_every_training_option() -> None:
     cv = {p.name for p in ml.commands["cv"].params}
     fields = set(TrainOptions.__dataclass_fields__)
     assert fields - {"val_annotations", "test_annotations"} <= cv
+    bootstrap = {p.name for p in ml.commands["bootstrap"].params}
+    assert fields - {"annotations", "images", "val_annotations", "test_annotations"} <= bootstrap
     assert fields == train
 
 

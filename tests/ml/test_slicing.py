@@ -12,6 +12,7 @@ from ml.slicing import (
     checkpoint_slicing,
     merge,
     predict_sliced,
+    regions,
     tiles,
 )
 
@@ -37,10 +38,36 @@ def test_merge_keeps_one_of_each_object_per_class() -> None:
     assert kept_labels.tolist() == [1, 2, 1]
 
 
-def test_sliced_prediction_stays_in_the_photo_and_off_is_the_whole_photo() -> None:
-    detector = Detector.untrained(
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector.untrained(
         ["x"], "fasterrcnn_mobilenet_v3_large_fpn", "cpu", min_size=128, max_size=192
     )
+
+
+def test_a_photo_no_larger_than_a_tile_runs_once() -> None:
+    assert regions(300, 200, SliceOptions(size=512)) == [(0, 0, 200, 300)]
+    assert regions(300, 420, SliceOptions(size=0)) == [(0, 0, 420, 300)]
+    sliced = regions(300, 420, SliceOptions(size=160, overlap=0.2))
+    assert sliced[0] == (0, 0, 420, 300) and len(sliced) == 1 + len(tiles(300, 420, 160, 0.2))
+
+
+def test_photos_sliced_together_find_what_each_finds_alone(detector: Detector) -> None:
+    # Landscape and portrait: run as one batch, each would be padded to the other's shape.
+    torch.manual_seed(1)
+    images = [(torch.rand(3, h, w) * 255).to(torch.uint8) for h, w in ((300, 420), (380, 240))]
+    options = SliceOptions(size=160, overlap=0.2)
+    together = predict_sliced(detector, images, options, 0.0, 50)
+    for image, found in zip(images, together, strict=True):
+        (alone,) = predict_sliced(detector, [image], options, 0.0, 50)
+        assert len(found) == len(alone) > 0
+        for a, b in zip(found, alone, strict=True):
+            assert a.box == pytest.approx(b.box, abs=0.05)
+
+
+def test_sliced_prediction_stays_in_the_photo_and_off_is_the_whole_photo(
+    detector: Detector,
+) -> None:
     torch.manual_seed(0)
     image = (torch.rand(3, 300, 420) * 255).to(torch.uint8)
     whole = predict_sliced(detector, [image], SliceOptions(size=0), 0.0, 50)[0]
@@ -59,5 +86,8 @@ def test_slice_settings_travel_in_the_checkpoint_and_the_operator_overrides_them
     assert not checkpoint_slicing(payload, size=0).enabled
     assert checkpoint_slicing({}, size=640) == SliceOptions(size=640, overlap=0.2)
     assert not checkpoint_slicing({}).enabled
+    stored = SliceOptions(size=768, overlap=0.25)
+    assert checkpoint_slicing({CHECKPOINT_KEY: stored.to_dict()}) == stored
+    assert (stored.describe(), SliceOptions().describe()) == ("768 px tiles, overlap 0.25", "off")
     with pytest.raises(ValueError, match="overlap"):
         SliceOptions(size=256, overlap=1.0)

@@ -46,6 +46,7 @@ STAFF = {
     "/api/v1/exports/detections": "export",
     "/api/v1/exports/photos": "export",
     "/api/v1/exports/coco": "export",
+    "/api/v1/models": "read:stats",
     "/api/v1/models/compare": "read:stats",
     "/api/v1/review/queue": "review",
     "/api/v1/photos/<int:photo_id>/annotations": "review",

@@ -283,3 +283,16 @@ def test_empty_parameters_are_400(client, staff_token, path, name) -> None:  # t
     response = client.get(f"{path}?{name}=", headers={"Authorization": f"Bearer {staff_token}"})
     assert response.status_code == 400, (path, name)
     assert response.get_json()["error"]["code"] == f"invalid_{name}"
+
+
+def test_grid_cells_carry_their_edges_as_numbers(client, seeded) -> None:  # type: ignore[no-untyped-def]
+    body = client.get("/api/v1/grid", query_string={"cell": 0.5}).get_json()
+    assert body["features"]
+    for f in body["features"]:
+        assert "bbox" not in f and "bbox" not in f["properties"]  # RFC 7946's member name
+        props = f["properties"]
+        west, south, east, north = (props[k] for k in ("west", "south", "east", "north"))
+        assert all(isinstance(v, float) for v in (west, south, east, north))
+        assert east - west == pytest.approx(0.5) and north - south == pytest.approx(0.5)
+        lon, lat = f["geometry"]["coordinates"]
+        assert (lon, lat) == pytest.approx(((west + east) / 2, (south + north) / 2))

@@ -311,6 +311,41 @@ def test_links_use_the_configured_public_url(pg_settings, pg_clean, seeded) -> N
         app.extensions["trashmap"].engine.dispose()
 
 
+def test_prev_links_walk_back_to_the_first_page_through_the_same_pages(  # type: ignore[no-untyped-def]
+    pg_settings, pg_clean, seeded
+) -> None:
+    public = "https://maps.example.org/trashmap"  # a proxy's prefix: the app sees /ogc/...
+    app = create_app(replace(pg_settings, public_url=public))
+    base = f"{public}/ogc/collections/detections/items?"
+    try:
+        client = app.test_client()
+
+        def page(url: str) -> tuple[list[int], dict[str, dict]]:  # type: ignore[type-arg]
+            body = client.get(url, headers={"Host": "internal:8000"}).get_json()
+            links = _links(body)
+            for rel in ("next", "prev"):
+                if rel in links:
+                    assert links[rel]["href"].startswith(base + "min_score=0.2&limit=4&cursor=")
+            return [f["id"] for f in body["features"]], links
+
+        ids, links = page("/ogc/collections/detections/items?min_score=0.2&limit=4")
+        assert "prev" not in links  # the first page
+        forward = [ids]
+        while "next" in links:
+            ids, links = page(links["next"]["href"].removeprefix(public))
+            forward.append(ids)
+        backward = [ids]
+        while "prev" in links:
+            ids, links = page(links["prev"]["href"].removeprefix(public))
+            backward.append(ids)
+        assert len(forward) >= 3
+        assert backward == forward[::-1]
+        assert sum(forward, []) == sorted(d.id for d in _located(seeded) if d.score >= 0.2)
+        assert "next" in links  # the first page, reached backwards, still leads on
+    finally:
+        app.extensions["trashmap"].engine.dispose()
+
+
 def test_ogc_reads_share_the_api_rate_limit(pg_settings, pg_clean) -> None:  # type: ignore[no-untyped-def]
     settings = replace(
         pg_settings,

@@ -423,6 +423,11 @@ def test_a_version_that_finds_the_verified_boxes_scores_map_one(
     )
     nul = client.get("/api/v1/models/compare?a=exact:1&b=%00", headers=_auth(stats_token))
     assert nul.status_code == 400 and nul.json["error"]["code"] == "invalid_b"
+    # '6\u00b9' passes str.isdigit() but is no number: a 404 like any unknown version.
+    superscript = client.get(
+        "/api/v1/models/compare?a=exact:1&b=6%C2%B9", headers=_auth(stats_token)
+    )
+    assert superscript.status_code == 404, superscript.json
 
     png = tmp_path / "pr.png"
     run = CliRunner().invoke(

@@ -29,9 +29,6 @@ from trashmap.cli.preflight import (
 )
 
 logger = logging.getLogger("trashmap")
-# Pause before a worker that stopped on an unrecoverable error starts again.
-WORKER_RESTART_DELAY_S = 3
-
 # `trashmap up` gives its children this long to stop on their own, then kills them.
 STOP_GRACE_S = 8.0
 WEB_MODULES = ("flask", "flask_limiter", "gunicorn")
@@ -319,7 +316,7 @@ def worker(
     os.environ["TRASHMAP_PIN_WEIGHTS"] = "1" if pin else "0"
     if concurrency is None:
         concurrency = 2 * settings.batch_size if pool == "threads" else 1
-    from worker.celery_app import create_celery, run_worker
+    from worker.celery_app import RESTART_DELAY_S, create_celery, restart_process, run_worker
 
     app = create_celery(settings)
     app.conf.worker_pool = pool  # read by the runtime to load the model in the right process
@@ -339,11 +336,9 @@ def worker(
         # A fresh process, not a second worker_main: Celery's state after such an error is
         # not reusable. Same pid, so a supervisor or `trashmap up` keeps tracking it.
         logger.error(
-            "the worker stopped on an unrecoverable error; restarting in %d s",
-            WORKER_RESTART_DELAY_S,
+            "the worker stopped on an unrecoverable error; restarting in %d s", RESTART_DELAY_S
         )
-        time.sleep(WORKER_RESTART_DELAY_S)
-        os.execv(sys.executable, [sys.executable, "-m", "trashmap", *sys.argv[1:]])
+        restart_process()
 
 
 # --- the database ----------------------------------------------------------------------
@@ -421,24 +416,30 @@ def upload_cmd(
 
 def _register_command_modules() -> None:
     """Attach commands defined in other modules (each imports only click at module level)."""
-    from ml.cli import ml
+    from ml.cli import bench_slicing, ml
     from trashmap.cli.dataset import dataset
     from trashmap.cli.export import export
     from trashmap.cli.keys import keys
+    from trashmap.cli.operations import bench
     from trashmap.cli.operations import register as register_operations
     from trashmap.cli.storage import storage
+    from trashmap.cli.tiles import tiles
 
     _needs_extra(ml, "ml", "torch", "torchvision", "sklearn", "pycocotools")
+    _needs_extra(bench_slicing, "ml", "torch", "torchvision", "sklearn", "pycocotools")
+    bench.add_command(bench_slicing)
     cli.add_command(ml)
     cli.add_command(keys)
     cli.add_command(dataset)
     cli.add_command(storage)
     cli.add_command(export)
+    cli.add_command(tiles)
     register_operations(cli)
 
 
-def _needs_extra(group: click.Group, extra: str, *modules: str) -> None:
-    """Check for `extra` before any of the group's commands runs (its --help needs nothing)."""
+def _needs_extra(group: click.Command, extra: str, *modules: str) -> None:
+    """Check for `extra` before the command (a group: any of its commands) runs; --help needs
+    nothing."""
     callback = group.callback
 
     def checked(*args: object, **kwargs: object) -> object:

@@ -66,11 +66,12 @@ def direct_cell_counts(session: Session, flt: MapFilter, cell: float) -> list[sa
 def cell_feature(cell: float, col: int, row: int, count: int) -> dict[str, Any]:
     west, south = max(-180.0, col * cell), max(-90.0, row * cell)
     east, north = min(180.0, (col + 1) * cell), min(90.0, (row + 1) * cell)
+    # The cell's edges as four numbers, not a `bbox` member: RFC 7946's bbox bounds a
+    # feature's geometry (here its centre point), and GIS tools read no array property.
     return {
         "type": "Feature",
-        "bbox": [west, south, east, north],
         "geometry": {"type": "Point", "coordinates": [(west + east) / 2, (south + north) / 2]},
-        "properties": {"count": count},
+        "properties": {"count": count, "west": west, "south": south, "east": east, "north": north},
     }
 
 

@@ -3,8 +3,9 @@ and Part 2 for the two axis orders of WGS84 (CRS84 lon/lat, EPSG:4326 lat/lon).
 
 Collections `detections` and `photos` are the same rows, filters and keyset pages as
 GET /api/v1/detections and /photos (web.query.features); this module only speaks the
-standard's vocabulary: `datetime` for since/until, `limit` 1-10 000 (default 10), absolute
-`self`/`next` links, `numberMatched`/`numberReturned`, and one feature at /items/{featureId}.
+standard's vocabulary: `datetime` for since/until, `limit` 1-10 000 (default 10),
+absolute `self`/`next`/`prev` links, `numberMatched`/`numberReturned`, and one feature at
+/items/{featureId}.
 """
 
 from __future__ import annotations
@@ -333,7 +334,8 @@ def datetime_bounds(raw: str) -> tuple[str | None, str | None]:
 
 @bp.get("/collections/<collection_id>/items")
 def items(collection_id: str):  # type: ignore[no-untyped-def]
-    """A page of features; `next` (absolute) carries the filters and the keyset cursor."""
+    """A page of features; `next` and `prev` (absolute) carry the filters and a keyset
+    cursor (the id the page starts after, or for `prev` ends before)."""
     kind = _collection_kind(collection_id)
     _check_params(ITEM_PARAMS[kind], ("json", "geojson"))
     flt = ogc_filter(kind)
@@ -351,9 +353,10 @@ def items(collection_id: str):  # type: ignore[no-untyped-def]
         },
         _link(f"/ogc/collections/{kind}", "collection", JSON, "the collection"),
     ]
-    if page.next_cursor:
-        href = public_link(request.path, [*query, ("cursor", page.next_cursor)], True)
-        links.append({"href": href, "rel": "next", "type": GEOJSON, "title": "next page"})
+    for rel, cursor in (("next", page.next_cursor), ("prev", page.prev_cursor)):
+        if cursor:
+            href = public_link(request.path, [*query, ("cursor", cursor)], True)
+            links.append({"href": href, "rel": rel, "type": GEOJSON, "title": f"{rel} page"})
     body = {
         "type": "FeatureCollection",
         "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),

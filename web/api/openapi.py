@@ -421,6 +421,21 @@ def _operations() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/models": {
+            "get": {
+                "summary": "Registered model versions with their model cards (scope read:stats)",
+                "operationId": "listModels",
+                "security": staff,
+                "responses": {
+                    "200": {
+                        "description": "every version, oldest first; card null when the "
+                        "checkpoint carried none",
+                        "content": {JSON: {"schema": _ref("ModelVersions")}},
+                    },
+                    **_common_errors(400, 401, 403, 429, 503),
+                },
+            }
+        },
         "/api/v1/models/compare": {
             "get": {
                 "summary": "Two model versions scored on verified photos (scope read:stats)",
@@ -537,7 +552,7 @@ def _ogc_operations() -> dict[str, Any]:
                 "taken_at (camera time): an RFC 3339 date or date-time, or an interval "
                 "start/end with `..` for an open end",
             ),
-            _query("cursor", TEXT, "position in the list (from a `next` link)"),
+            _query("cursor", TEXT, "position in the list (from a `next` or `prev` link)"),
             crs,
             _query(
                 "bbox-crs",
@@ -608,7 +623,6 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "type": {"const": "Feature"},
                 "id": integer,
-                "bbox": {"type": "array"},
                 "geometry": point,
                 "properties": {"type": "object", "properties": properties},
             },
@@ -714,6 +728,36 @@ def _schemas() -> dict[str, Any]:
                 "history": {"type": "array", "items": _ref("AnnotationSet")},
             },
         },
+        "ModelVersions": {
+            "type": "object",
+            "required": ["versions"],
+            "properties": {
+                "versions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "name", "version", "active", "card"],
+                        "properties": {
+                            "id": integer,
+                            "name": text,
+                            "version": text,
+                            "arch": text,
+                            "active": {"type": "boolean"},
+                            "untrained": {"type": "boolean"},
+                            "created_at": {"type": "string", "format": "date-time"},
+                            "weights_sha256": nullable_text,
+                            "class_names": {"type": "array", "items": text},
+                            "card": {
+                                "type": ["object", "null"],
+                                "description": "the model card `trashmap ml train` wrote "
+                                "(model, data, classes, recipe, metrics, threshold, slicing, "
+                                "intended_use, limits)",
+                            },
+                        },
+                    },
+                },
+            },
+        },
         "ModelComparison": {
             "type": "object",
             "required": ["photos", "boxes", "versions"],
@@ -778,7 +822,21 @@ def _schemas() -> dict[str, Any]:
                 {
                     "type": "object",
                     "required": ["cell_deg", "total"],
-                    "properties": {"cell_deg": num, "total": integer},
+                    "properties": {
+                        "cell_deg": num,
+                        "total": integer,
+                        # The cell's edges as numbers (no `bbox` member: RFC 7946's bounds
+                        # the geometry, here the cell's centre).
+                        "features": {
+                            "type": "array",
+                            "items": feature(
+                                {
+                                    "count": integer,
+                                    **{edge: num for edge in ("west", "south", "east", "north")},
+                                }
+                            ),
+                        },
+                    },
                 },
             ]
         },

@@ -3,7 +3,9 @@
 Tiles are cached per process (TileCache) and validated against the database on every
 request: one statement reads the tile's signature (web/query/tiles.py) and builds the tile
 only when it differs from the cached one's, so every gunicorn process serves the current
-tile. The signature is also the ETag: a client that sends it back gets a 304.
+tile. A process without the tile reads it from the tile store (migration 0011; unfiltered
+tiles, filled by `trashmap tiles seed` and by every build) before it builds one. The
+signature is also the ETag: a client that sends it back gets a 304.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from web.query.tiles import DETAIL_ZOOM as DETAIL_ZOOM
 from web.query.tiles import EXTENT as EXTENT
 from web.query.tiles import LAYER as LAYER
 from web.query.tiles import MAX_ZOOM as MAX_ZOOM
-from web.query.tiles import Signature, cacheable, read_tile, tile_bytes
+from web.query.tiles import TILE_FORMAT, Signature, cacheable, read_tile, tile_bytes
 
 bp = Blueprint("tiles", __name__)
 MVT_TYPE = "application/vnd.mapbox-vector-tile"
@@ -33,7 +35,7 @@ MVT_TYPE = "application/vnd.mapbox-vector-tile"
 CACHE_BYTES = 64 * 1024 * 1024
 # The ETag names the tile format too, so a release that changes tiles never gets a 304
 # for a tile built by an older one.
-ETAG_FORMAT = "t1"
+ETAG_FORMAT = TILE_FORMAT
 _ETAG = re.compile(rf"^{ETAG_FORMAT}-([0-9a-f]+)-(\d+)-(\d+)$")
 
 

@@ -1,5 +1,6 @@
 """GET /readyz: 200 only when this process can serve: database reachable and migrated to
-the newest revision, broker reachable. /healthz (web/ops/health.py) is the liveness probe.
+the newest revision, broker reachable, photo storage writable. /healthz (web/ops/health.py)
+is the liveness probe.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 
 from trashmap.settings import Settings
-from web.context import services
+from trashmap.storage import StorageError
+from web.context import services, storage
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("readiness", __name__)
@@ -42,15 +44,27 @@ def _schema_state() -> tuple[str, str]:
     return "ok", ",".join(sorted(current))
 
 
+def _storage_state() -> str:
+    """'ok' or 'unavailable': an upload now would find somewhere to go."""
+    try:
+        storage().check()
+    except (StorageError, ValueError) as exc:  # ValueError: an unusable TRASHMAP_STORAGE_URL
+        logger.warning("readyz: storage not ready: %s", exc)
+        return "unavailable"
+    return "ok"
+
+
 @bp.get("/readyz")
 def readyz():  # type: ignore[no-untyped-def]
     schema, detail = _schema_state()
     broker = "ok" if services().queue.ping() else "unavailable"
-    ready = schema == "ok" and broker == "ok"
+    stored = _storage_state()
+    ready = schema == "ok" and broker == "ok" and stored == "ok"
     body = {
         "status": "ready" if ready else "not_ready",
         "database": schema,
         "schema": detail,
         "broker": broker,
+        "storage": stored,
     }
     return jsonify(body), (200 if ready else 503)

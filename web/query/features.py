@@ -120,18 +120,20 @@ class Page:
     rows: list[sa.Row[Any]]
     matched: int
     next_cursor: str | None
+    prev_cursor: str | None = None
 
 
 def fetch_page(
     session: Session, kind: Kind, flt: MapFilter, limit: int, cursor: str | None
 ) -> Page:
-    """One keyset page: rows after the cursor's id, and the count of all matches.
+    """One keyset page: rows after the cursor's id (before it, for a prev_cursor), and
+    the count of all matches.
 
     One statement counts the matching ids and picks the page's, and joins only those to
     their columns. On PostgreSQL a bbox alone is answered from the point index; scanning
     it twice is faster than keeping the ids in a CTE.
     """
-    after = decode_cursor(cursor, kind) if cursor else None
+    after, backward = decode_cursor(cursor, kind) if cursor else (None, False)
     postgis = is_postgis(session)
     id_column = _d.id if kind == "detections" else _p.id
     total = (
@@ -141,22 +143,28 @@ def fetch_page(
     )
     page_ids = matching_ids(kind, flt, postgis)
     if after is not None:
-        page_ids = page_ids.where(id_column > after)
-    page_ids = page_ids.order_by(id_column).limit(limit + 1)
+        page_ids = page_ids.where(id_column < after if backward else id_column > after)
+    page_ids = page_ids.order_by(id_column.desc() if backward else id_column).limit(limit + 1)
     query = (
         row_select(kind)
         .add_columns(total.label("matched_total"))
         .where(id_column.in_(page_ids.scalar_subquery()))
     )
     rows = list(session.execute(query).all())  # one fetchall, not a fetch per row
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(kind, rows[-1].id) if more and rows else None
+    more = len(rows) > limit  # rows ascend by id: backwards, the extra one is the first
+    rows = rows[1:] if more and backward else rows[:limit]
+    if backward:
+        next_cursor = encode_cursor(kind, rows[-1].id) if rows else None
+        prev_cursor = encode_cursor(kind, rows[0].id, before=True) if more and rows else None
+    else:
+        next_cursor = encode_cursor(kind, rows[-1].id) if more and rows else None
+        first = rows[0].id if after is not None and rows else None
+        prev_cursor = None if first is None else encode_cursor(kind, first, before=True)
     if rows:
         total_matched = int(rows[0].matched_total)
     else:  # an empty page carries no count; past the last page there may still be matches
         total_matched = count_matching(session, kind, flt) if after is not None else 0
-    return Page(rows, total_matched, next_cursor)
+    return Page(rows, total_matched, next_cursor, prev_cursor)
 
 
 def stream_rows(
@@ -168,17 +176,20 @@ def stream_rows(
     yield from result
 
 
-def encode_cursor(kind: Kind, last_id: int) -> str:
-    """The opaque next_cursor: the list it pages and the last id it returned."""
-    return base64.urlsafe_b64encode(f"{kind}:{last_id}".encode()).decode().rstrip("=")
+def encode_cursor(kind: Kind, last_id: int, before: bool = False) -> str:
+    """The opaque cursor: the list it pages and the id the page starts after (or, for a
+    previous page, `before`: the id it ends before)."""
+    text = f"{kind}:{'<' if before else ''}{last_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, kind: Kind) -> int:
-    """The last id of a cursor that `kind`'s list made; a cursor of another list is a 400."""
+def decode_cursor(cursor: str, kind: Kind) -> tuple[int, bool]:
+    """(id, before) of a cursor that `kind`'s list made; a cursor of another list is a 400."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = text.partition(":")
-        last_id = int(value)
+        before = value.startswith("<")
+        last_id = int(value.removeprefix("<"))
         if prefix not in ("detections", "photos") or not 0 <= last_id < 2**63:
             raise ValueError(text)
     except (ValueError, UnicodeDecodeError, binascii.Error):
@@ -189,7 +200,7 @@ def decode_cursor(cursor: str, kind: Kind) -> int:
         raise ApiError(
             400, "invalid_cursor", f"this cursor pages /{prefix}; it cannot page /{kind}"
         )
-    return last_id
+    return last_id, before
 
 
 # Rows are unpacked by position (row_select's column order), once, in _properties: a

@@ -35,6 +35,8 @@ BUFFER = 64
 DETAIL_ZOOM = 14
 CLUSTER_PX = 64  # in tile units: 64 x 64 clusters per tile at most
 MAX_ZOOM = 24
+# Names the tiles' layout (in ETags and the tile store's keys): change it when they change.
+TILE_FORMAT = "t2"
 # What each kind of feature carries, for a tile set's `vector_layers` metadata.
 CLUSTER_FIELDS = {"count": "Number", "max_score": "Number", "label": "String"}
 DETAIL_FIELDS = {"id": "Number", "photo_id": "Number", "label": "String", "score": "Number"}
@@ -145,6 +147,26 @@ _SIGNATURE = sa.text(
 )
 
 
+# The signature with the stored tile, when the store holds one built under it.
+_STORED = sa.text(
+    f"""
+    SELECT s.epoch, s.changes, t.data
+    FROM ({_SIGNATURE.text}) AS s
+    LEFT JOIN tile_store AS t ON t.key = :key AND t.epoch = s.epoch AND t.changes = s.changes
+    """
+)
+# Signatures only grow: of two processes storing the same tile, the newer build stays.
+_STORE = sa.text(
+    """
+    INSERT INTO tile_store AS t (key, z, x, y, epoch, changes, data)
+    VALUES (:key, :z, :x, :y, :epoch, :changes, :data)
+    ON CONFLICT (key) DO UPDATE
+    SET epoch = excluded.epoch, changes = excluded.changes, data = excluded.data, built_at = now()
+    WHERE (t.epoch, t.changes) < (excluded.epoch, excluded.changes)
+    """
+)
+
+
 def _cells(z: int, x: int, y: int) -> dict[str, int]:
     """The change-counter cells the buffered tile touches: level and inclusive ranges."""
     level = change_level(z)
@@ -164,22 +186,56 @@ def read_tile(
 ) -> tuple[Signature, bytes | None]:
     """The tile's signature and, unless it equals `known`, its bytes (None: unchanged).
 
-    One round trip, two when `known` is stale: the signature first, then the tile with
-    its signature again (one statement, so the signature is the tile's own).
+    One round trip when `known` is current or the tile store holds the current tile (an
+    unfiltered tile: `stored`), else the tile is built (and stored, committing `session`,
+    when it is stored and not empty).
     """
     cells = _cells(z, x, y)
     if known is not None:
         epoch, changes = session.execute(_SIGNATURE, cells).one()
         if (epoch, changes) == known:
             return known, None
+    if not stored(flt, z):
+        return build_tile(session, flt, z, x, y)
+    key = store_key(z, x, y)
+    epoch, changes, data = session.execute(_STORED, {**cells, "key": key}).one()
+    if data is not None:
+        return (int(epoch), int(changes)), bytes(data)
+    signature, built = build_tile(session, flt, z, x, y)
+    if built:  # an empty tile costs one index probe to build, and there are 4^z of them
+        epoch, changes = signature
+        params = {"key": key, "z": z, "x": x, "y": y, "epoch": epoch, "changes": changes}
+        # A cache: a write lost in a crash is rebuilt, so the request waits for no flush.
+        session.execute(sa.text("SET LOCAL synchronous_commit = off"))
+        session.execute(_STORE, {**params, "data": built})
+        session.commit()
+    return signature, built
+
+
+def build_tile(session: Session, flt: MapFilter, z: int, x: int, y: int) -> tuple[Signature, bytes]:
+    """A tile built from the detections (or rollup) with its signature, in one statement
+    (one snapshot, so the signature is the tile's own)."""
     signature = (
-        _SIGNATURE.bindparams(**cells)
+        _SIGNATURE.bindparams(**_cells(z, x, y))
         .columns(sa.column("epoch", sa.BigInteger), sa.column("changes", sa.BigInteger))
         .subquery("signature")
     )
     data = sa.func.coalesce(_tile_select(flt, z, x, y, "auto").scalar_subquery(), b"")
     row = session.execute(sa.select(signature.c.epoch, signature.c.changes, data)).one()
     return (int(row[0]), int(row[1])), bytes(row[2])
+
+
+def stored(flt: MapFilter, z: int) -> bool:
+    """True for the tiles the tile store keeps: the unfiltered ones, which every visitor's
+    first view asks for, up to DETAIL_ZOOM (filtered tiles vary without bound, deeper ones
+    hold few detections each; the process cache has them)."""
+    return z <= DETAIL_ZOOM and flt == MapFilter()
+
+
+def store_key(z: int, x: int, y: int) -> str:
+    """The tile store's key: the tile and the tile format, so a release that changes the
+    format never serves tiles an older one stored."""
+    return f"{TILE_FORMAT}/{z}/{x}/{y}"
 
 
 def _tile_select(flt: MapFilter, z: int, x: int, y: int, source: str) -> sa.Select[Any]:
@@ -203,21 +259,36 @@ def _scanned(flt: MapFilter, z: int, x: int, y: int) -> sa.Subquery:
     ]
     if z < DETAIL_ZOOM:
         return _clusters(source, where, z, x, y)
-    envelope = sa.func.ST_TileEnvelope(z, x, y)
-    mvt_geom = sa.func.ST_AsMVTGeom(
-        sa.func.ST_Transform(sa.literal_column("detections.geom"), 3857),
-        envelope,
-        EXTENT,
-        BUFFER,
-        True,
-    )
+    # Tile units from lon/lat arithmetic, as for clusters: no geometry is built per
+    # detection, and the covering point index (migration 0011) answers without the heap.
+    px, py = _mercator(_d.lon, _d.lat, 2**z * EXTENT)
     rows = (
-        sa.select(mvt_geom.label("geom"), _d.id, _d.photo_id, _d.label, _d.score)
+        sa.select(
+            sa.func.round(px - x * EXTENT).label("px"),
+            sa.func.round(py - y * EXTENT).label("py"),
+            _d.id,
+            _d.photo_id,
+            _d.label,
+            _d.score,
+        )
         .select_from(source)
         .where(*where)
         .subquery("points")
     )
-    return sa.select(rows).where(rows.c.geom.is_not(None)).subquery("tile")
+    p = rows.c
+    return (
+        sa.select(
+            sa.func.ST_MakePoint(p.px, p.py).label("geom"), p.id, p.photo_id, p.label, p.score
+        )
+        .where(p.px.between(-BUFFER, EXTENT + BUFFER), p.py.between(-BUFFER, EXTENT + BUFFER))
+        .subquery("tile")
+    )
+
+
+def _mercator(lon: Any, lat: Any, world: float) -> tuple[Any, Any]:
+    """Web-mercator x and y (downwards) of lon/lat in degrees, `world` units across the world."""
+    mercator_y = sa.func.asinh(sa.func.tan(sa.func.radians(lat))) / math.pi
+    return (lon + 180.0) * (world / 360.0), (1 - mercator_y) * (world / 2)
 
 
 def _rollup_clusters(flt: MapFilter, z: int, x: int, y: int) -> sa.Subquery:
@@ -262,10 +333,8 @@ def _rollup_clusters(flt: MapFilter, z: int, x: int, y: int) -> sa.Subquery:
         .subquery("per_label")
     )
     c = per_label.c
-    world = 2**z * EXTENT
-    px = ((c.cx + 0.5) * cell + 180.0) * (world / 360.0) - x * EXTENT
-    mercator_y = sa.func.asinh(sa.func.tan(sa.func.radians((c.cy + 0.5) * cell))) / math.pi
-    py = (1 - mercator_y) * (world / 2) - y * EXTENT
+    px, py = _mercator((c.cx + 0.5) * cell, (c.cy + 0.5) * cell, 2**z * EXTENT)
+    px, py = px - x * EXTENT, py - y * EXTENT
     commonest = sa.func.array_agg(aggregate_order_by(c.label, c.n.desc(), c.label))
     cells = (
         sa.select(
@@ -292,10 +361,9 @@ def _clusters(source: Any, where: list[Any], z: int, x: int, y: int) -> sa.Subqu
     The square comes from lon/lat with web-mercator arithmetic, not from a geometry per
     detection: a city-centre tile holds tens of thousands of them.
     """
-    per_tile = EXTENT // CLUSTER_PX * 2**z  # clusters across the world at this zoom
-    cx = sa.func.floor((_d.lon + 180.0) * (per_tile / 360.0)) - x * (EXTENT // CLUSTER_PX)
-    mercator_y = sa.func.asinh(sa.func.tan(sa.func.radians(_d.lat))) / math.pi
-    cy = sa.func.floor((1 - mercator_y) * (per_tile / 2)) - y * (EXTENT // CLUSTER_PX)
+    fx, fy = _mercator(_d.lon, _d.lat, EXTENT // CLUSTER_PX * 2**z)  # in clusters
+    cx = sa.func.floor(fx) - x * (EXTENT // CLUSTER_PX)
+    cy = sa.func.floor(fy) - y * (EXTENT // CLUSTER_PX)
     per_label = (
         sa.select(
             cx.label("cx"),

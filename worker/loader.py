@@ -130,20 +130,29 @@ class ModelLoader:
         metrics.MODEL_SWITCHES.inc()
         self._switch(model)
 
-    def decode(self, data: bytes) -> tuple[Image.Image, float]:
-        """Upright photo at the smallest size the current model can use, and the factor back.
+    def decode(self, data: bytes, version_id: int | None = None) -> tuple[Image.Image, float]:
+        """Upright photo at the smallest size its model can use, and the factor back: the
+        requested version's model (a reprocessing run), else the current one.
 
         Draft decoding (TRASHMAP_DRAFT_DECODE) stops at DRAFT_HEADROOM x the model's input
         size; a model that slices gets the native pixels its tiles are cut from.
         """
-        return decode_oriented(data, target=self.decode_target)
+        target = self.decode_target
+        if version_id is not None and (
+            self.current is None or version_id != self.current.version_id
+        ):
+            target = self._decode_target(self.resolve(version_id))
+        return decode_oriented(data, target=target)
+
+    def _decode_target(self, model: Model) -> tuple[int, int] | None:
+        predictor = _batch_predictor(model)
+        draft = self.settings.draft_decode and not predictor.slicing.enabled
+        return predictor.detector.input_size if draft else None
 
     def _switch(self, model: Model) -> Model:
         self.current = model
-        predictor = _batch_predictor(model)
-        self.input_size = predictor.detector.input_size
-        draft = self.settings.draft_decode and not predictor.slicing.enabled
-        self.decode_target = self.input_size if draft else None
+        self.input_size = _batch_predictor(model).detector.input_size
+        self.decode_target = self._decode_target(model)
         metrics.set_model(model.version_id, model.label)
         return model
 

@@ -40,9 +40,11 @@ class Runtime:
     batcher: Batcher
     membership: Membership
 
-    def decode(self, data: bytes) -> tuple[Image.Image | torch.Tensor, float]:
-        """Upright image at the smallest size the model can use, and the factor back."""
-        return self.loader.decode(data)
+    def decode(
+        self, data: bytes, version_id: int | None = None
+    ) -> tuple[Image.Image | torch.Tensor, float]:
+        """Upright image at the smallest size its model can use, and the factor back."""
+        return self.loader.decode(data, version_id)
 
     def infer(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from celery import shared_task
@@ -36,7 +37,7 @@ def detect_photo(self, photo_id: int, model_version_id: int | None = None) -> st
     try:
         outcome = pipeline.detect_photo(
             runtime.sessions,
-            runtime.decode,
+            functools.partial(runtime.decode, version_id=model_version_id),
             runtime.infer,
             photo_id,
             model_version_id,

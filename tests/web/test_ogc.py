@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import select
 
 from tests.conftest import settings_env
 from tests.web.conftest import LABELS, SeedDetection, SeedPhoto
@@ -373,11 +374,19 @@ def seed_many(sessions, count: int) -> dict[int, tuple[str, float, int]]:  # typ
     """`count` detections, seven a photo; id -> (label, score, photo_id)."""
     out: dict[int, tuple[str, float, int]] = {}
     with session_scope(sessions) as session:
-        model = ModelVersion(
-            name="gdal", version="1", arch="fasterrcnn_mobilenet_v3_large_fpn", class_names=LABELS
+        # Model versions outlive pg_clean: the GDAL and QGIS tests share this one.
+        model = session.scalar(
+            select(ModelVersion).where(ModelVersion.name == "gdal", ModelVersion.version == "1")
         )
-        session.add(model)
-        session.flush()
+        if model is None:
+            model = ModelVersion(
+                name="gdal",
+                version="1",
+                arch="fasterrcnn_mobilenet_v3_large_fpn",
+                class_names=LABELS,
+            )
+            session.add(model)
+            session.flush()
         for i in range(count // 7):
             photo = Photo(
                 sha256=hashlib.sha256(f"gdal-{i}".encode()).hexdigest(),

@@ -101,16 +101,18 @@ def store_image(sessions: sessionmaker[Session], data: bytes, width: int, height
         return photo.id
 
 
-def small_detector(seed: int = 3):  # type: ignore[no-untyped-def]
-    """A seeded random mobilenet detector at the test workers' input size."""
+def small_detector(  # type: ignore[no-untyped-def]
+    seed: int = 3, arch: str = SMALL_ARCH, sizes: tuple[int, int] = SMALL_SIZES
+):
+    """A seeded random mobilenet detector, at the test workers' input size unless told."""
     from ml.detector import Detector
 
     return Detector.untrained(
         [f"class_{i}" for i in range(1, 16)],
-        SMALL_ARCH,
+        arch,
         "cpu",
-        min_size=SMALL_SIZES[0],
-        max_size=SMALL_SIZES[1],
+        min_size=sizes[0],
+        max_size=sizes[1],
         seed=seed,
     )
 

@@ -7,7 +7,7 @@ import pytest
 from ml.detector import Detector
 from ml.inference import BatchPredictor, group_by_shape, padded_shape
 from tests.conftest import PHOTOS_DIR
-from tests.worker.conftest import SMALL_ARCH, SMALL_SIZES
+from tests.worker.conftest import SMALL_SIZES, small_detector
 from trashmap.imaging import decode_oriented
 
 # Landscape and portrait photos of several sizes, so batches hold several shape groups.
@@ -23,14 +23,7 @@ NAMES = [
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
-    return Detector.untrained(
-        [f"class_{i}" for i in range(1, 16)],
-        SMALL_ARCH,
-        "cpu",
-        min_size=SMALL_SIZES[0],
-        max_size=SMALL_SIZES[1],
-        seed=3,
-    )
+    return small_detector(3)  # type: ignore[no-any-return]
 
 
 def test_a_batch_finds_the_same_boxes_as_one_photo_at_a_time(detector: Detector) -> None:

@@ -16,6 +16,7 @@ from ml.detector import Detector, save_checkpoint
 from ml.inference import BatchPredictor, group_by_shape
 from ml.slicing import SliceOptions, predict_sliced, regions
 from tests.conftest import PHOTOS_DIR
+from tests.worker.conftest import small_detector
 from trashmap.imaging import decode_oriented
 from trashmap.models import ModelVersion
 from trashmap.settings import Settings, SettingsError
@@ -37,14 +38,7 @@ ARCH, SIZES = "fasterrcnn_mobilenet_v3_large_320_fpn", (160, 256)
 
 
 def tiny_detector(seed: int) -> Detector:
-    return Detector.untrained(
-        [f"class_{i}" for i in range(1, 16)],
-        ARCH,
-        "cpu",
-        min_size=SIZES[0],
-        max_size=SIZES[1],
-        seed=seed,
-    )
+    return small_detector(seed, ARCH, SIZES)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +136,26 @@ def test_the_operator_overrides_the_checkpoints_slicing(
     assert factor == 4.0, "without slicing, draft decoding is back"
     wider = _loader(replace(pg_settings, slice_overlap=0.5), pg_sessions, sliced_checkpoint)
     assert wider.current.predictor.slicing == SliceOptions(800, 0.5)  # type: ignore[union-attr]
+
+
+def test_a_reprocessing_run_decodes_for_the_version_it_runs(
+    pg_settings: Settings,
+    pg_sessions: sessionmaker[Session],
+    sliced_checkpoint: Path,
+    tmp_path: Path,
+) -> None:
+    data = (PHOTOS_DIR / LARGE).read_bytes()
+    sliced = _loader(pg_settings, pg_sessions, sliced_checkpoint)
+    assert sliced.current is not None
+    model = tiny_detector(seed=7)
+    plain_path = save_checkpoint(
+        tmp_path / "plain.pt", model.model, replace(model.info, name="plain")
+    )
+    plain = _loader(pg_settings, pg_sessions, plain_path)
+    assert plain.decode(data)[1] == 4.0, "its own model does not slice: draft decoding"
+    # Reprocessing with the sliced version: tiles need the native pixels, whatever runs now.
+    image, factor = plain.decode(data, sliced.current.version_id)
+    assert (image.size, factor) == ((1600, 900), 1.0)
 
 
 def test_slice_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ are kept, a training run continues from its last epoch):
 2. cv: K-fold cross-validation (`ml.cross_validate`) -> cv/cv_summary.json,
 3. final: one model on every image with the same recipe (`ml.train`) -> final/best.pt,
 4. card: that model's card, with the cross-validation added, in OUT,
-5. register: the checkpoint registered as a model version and made active.
+5. register: the checkpoint registered as a model version and made active, with that card.
 
 ml/ imports neither web nor worker, so registering runs the operator's own
 `trashmap models register --activate` as a child process: the checkpoint is read and stored
@@ -262,8 +262,9 @@ def database_problem() -> str | None:
     return None
 
 
-def _register(state: dict[str, Any], report: Report) -> dict[str, Any]:
-    """`trashmap models register CHECKPOINT --activate`, then the row as the registry has it."""
+def _register(boot: BootstrapOptions, state: dict[str, Any], report: Report) -> dict[str, Any]:
+    """`trashmap models register CHECKPOINT --activate`; then the card in OUT (the
+    checkpoint's, plus the cross-validation) replaces the checkpoint's own on the row."""
     from trashmap.db import make_engine, make_session_factory
     from trashmap.settings import Settings
     from trashmap.versions import find_version
@@ -284,6 +285,10 @@ def _register(state: dict[str, Any], report: Report) -> dict[str, Any]:
     try:
         with make_session_factory(engine)() as session:
             row = find_version(session, f"{info.name}:{info.version}")
+            card = boot.out / model_card.CARD_JSON
+            if card.is_file():
+                row.card = json.loads(card.read_text())
+                session.commit()
             return {"id": row.id, "label": row.label, "active": row.active}
     finally:
         engine.dispose()
@@ -325,7 +330,7 @@ def main(boot: BootstrapOptions, options: TrainOptions, report: Report = print) 
         "cv": lambda: _cv(boot, options, state, report),
         "final": lambda: _final(boot, options, state),
         "card": lambda: _card(boot, state, report),
-        "register": lambda: _register(state, report),
+        "register": lambda: _register(boot, state, report),
     }
     for number, (stage, run) in enumerate(stages.items(), 1):
         prefix = f"[{number}/{len(stages)}] {stage}"

@@ -207,8 +207,10 @@ def _warmup_factor(step: int, iters: int) -> float:
 
 
 def slicing(options: TrainOptions) -> dict[str, Any]:
-    """The slice settings a checkpoint carries: --slice, else the training crops' side."""
-    return {"size": options.slice_size or options.crop_size, "overlap": options.slice_overlap}
+    """The slice settings a checkpoint carries: --slice (0: off), else the training crops'
+    side (0 without crops: off)."""
+    size = options.crop_size if options.slice_size is None else options.slice_size
+    return {"size": size, "overlap": options.slice_overlap}
 
 
 def optimizer_steps(loader: torch.utils.data.DataLoader, epochs: int, accumulate: int) -> int:

@@ -302,14 +302,15 @@ class TrainOptions:
         ),
     ] = None
     slice_size: Annotated[
-        int,
+        int | None,
         Flag(
             "Tile side (original pixels) stored in the checkpoint for sliced inference: "
-            "overlapping native-resolution tiles plus the whole photo (0: off).",
+            "overlapping native-resolution tiles plus the whole photo (0: off; default: "
+            "the --crop-size side when training on crops, else off).",
             flags="--slice",
             min=0,
         ),
-    ] = 0
+    ] = None
     slice_overlap: Annotated[
         float, Flag("Overlap of neighbouring tiles, as a share of the side.", min=0, max=0.9)
     ] = 0.2

@@ -131,6 +131,7 @@ def test_bootstrap_resumes_after_a_failed_register_then_skips_everything(
     # The card: the final model's, stored with the version, plus the folds' scores in OUT.
     assert row.card["model"]["version"] == summary["model_card"]["model"]["version"]
     assert summary["model_card"]["cross_validation"]["folds"] == 2
+    assert row.card["cross_validation"]["folds"] == 2  # the registry's card has the CV too
     assert "2-fold cross-validation" in (out / "MODEL_CARD.md").read_text()
 
     # 3. Everything finished: a rerun skips every stage, and quickly.

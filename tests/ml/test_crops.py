@@ -118,3 +118,6 @@ def test_training_crops_set_the_checkpoint_s_tiles(shapes: Path) -> None:
     assert not checkpoint_slicing(
         {"slicing": recipe.slicing(dataclasses.replace(options, crop_size=0))}
     ).enabled
+    # --slice 0 switches it off even for a model trained on crops.
+    off = dataclasses.replace(options, slice_size=0)
+    assert not checkpoint_slicing({"slicing": recipe.slicing(off)}).enabled

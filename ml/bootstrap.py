@@ -243,6 +243,15 @@ def _card(boot: BootstrapOptions, state: dict[str, Any], report: Report) -> dict
         "summary": str(cv_folder / cross_validate.SUMMARY),
         **{key: cv.get(key) for key in ("folds", "seed", "mean", "std", "ci95")},
     }
+    folds = cv.get("folds")
+    card["limits"] = [
+        f"No test split: the {folds}-fold cross-validation below (the same recipe, held-out "
+        "folds) is the estimate for unseen photos; the metrics above are the validation "
+        "split's, which chose the epoch and the threshold."
+        if limit == model_card.NO_TEST_SPLIT
+        else limit
+        for limit in card["limits"]
+    ]
     json_path = write_json(card, boot.out / model_card.CARD_JSON, indent=2)
     md_path = boot.out / model_card.CARD_MD
     table = (cv_folder / cross_validate.TABLE).read_text()

@@ -23,6 +23,7 @@ from ml.train_options import (
     Command,
     click_options,
 )
+from trashmap.settings import MAX_SLICE_OVERLAP
 
 
 def _setup_logging() -> None:
@@ -397,7 +398,7 @@ def slice_options(command: Command) -> Command:
     """--slice and --slice-overlap, for every command that runs a checkpoint on photos."""
     command = click.option(
         "--slice-overlap",
-        type=click.FloatRange(0, 1, max_open=True),
+        type=click.FloatRange(0, MAX_SLICE_OVERLAP),
         default=None,
         help="Overlap of neighbouring tiles, as a share of the tile side (default: the "
         "checkpoint's, else 0.2).",

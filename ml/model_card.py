@@ -48,6 +48,10 @@ NOT_RECIPE = frozenset(
         "version",
     }
 )
+NO_TEST_SPLIT = (
+    "No test split was scored: the metrics are the validation split's, which also chose the "
+    "epoch and the threshold, so they are optimistic."
+)
 # A class's test AP resting on fewer boxes than this is called out under limits.
 FEW_BOXES = 30
 INTENDED_USE = (
@@ -95,7 +99,7 @@ def build_card(
         "metrics": {"validation": _metrics(val), "test": _metrics(test) if test else None},
         "threshold": {
             "value": info.score_threshold,
-            "source": _threshold_source(options, val),
+            "source": recipe.score_threshold_source(options, val),
             "validation_best_f1": val.get("best_f1"),
         },
         "slicing": recipe.slicing(options),
@@ -149,20 +153,9 @@ def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _threshold_source(options: TrainOptions, val: Mapping[str, Any]) -> str:
-    if options.score_threshold is not None:
-        return "option --score-threshold"
-    if val.get("best_f1"):
-        return "best F1 at IoU 0.5 on the validation split"
-    return f"default {recipe.DEFAULT_SCORE_THRESHOLD} (no validation detections)"
-
-
 def _data_limits(class_set: ClassSet, test: Mapping[str, Any]) -> list[str]:
     if not test:
-        return [
-            "No test split was scored: the metrics are the validation split's, which also "
-            "chose the epoch and the threshold, so they are optimistic."
-        ]
+        return [NO_TEST_SPLIT]
     boxes = test.get("boxes_per_class") or {}
     absent = [n for n in class_set.scored().classes if not boxes.get(n)]
     few = [

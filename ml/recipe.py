@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import random
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -277,6 +278,15 @@ def score_threshold(options: TrainOptions, val_metrics: dict[str, Any] | None) -
     return float(chosen["threshold"]) if chosen else DEFAULT_SCORE_THRESHOLD
 
 
+def score_threshold_source(options: TrainOptions, val_metrics: Mapping[str, Any] | None) -> str:
+    """Where score_threshold's value came from, in words (the checkpoint and card say it)."""
+    if options.score_threshold is not None:
+        return "option --score-threshold"
+    if (val_metrics or {}).get("best_f1"):
+        return "best F1 at IoU 0.5 on the validation split"
+    return f"default {DEFAULT_SCORE_THRESHOLD} (no validation detections)"
+
+
 def model_info(options: TrainOptions, class_set: ClassSet, metrics: dict[str, Any]) -> ModelInfo:
     """The self-description saved with the weights; the threshold follows metrics["val"]."""
     return ModelInfo(
@@ -288,6 +298,7 @@ def model_info(options: TrainOptions, class_set: ClassSet, metrics: dict[str, An
         min_size=options.input_size[0],
         max_size=options.max_size,
         metrics=metrics,
+        slicing=slicing(options),
     )
 
 

@@ -24,6 +24,7 @@ from torchvision.ops import batched_nms
 from tqdm import tqdm
 
 from ml.detector import Detection, Detector
+from trashmap.settings import MAX_SLICE_OVERLAP
 
 if TYPE_CHECKING:
     # Evaluation only; the workers import this module and need no dataset code.
@@ -53,8 +54,10 @@ class SliceOptions:
     def __post_init__(self) -> None:
         if self.size < 0:
             raise ValueError(f"slice size must be >= 0 (0 is off), not {self.size}")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"slice overlap must be in [0, 1), not {self.overlap}")
+        if not 0.0 <= self.overlap <= MAX_SLICE_OVERLAP:
+            raise ValueError(
+                f"slice overlap must be in [0, {MAX_SLICE_OVERLAP}], not {self.overlap}"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -66,7 +69,7 @@ class SliceOptions:
         return f"{self.size} px tiles, overlap {self.overlap:g}" if self.enabled else "off"
 
     def to_dict(self) -> dict[str, Any]:
-        """As a checkpoint stores it (`save_checkpoint(..., slicing=options.to_dict())`)."""
+        """As a checkpoint stores it (ModelInfo.slicing, the "slicing" key)."""
         return {"size": self.size, "overlap": self.overlap}
 
 

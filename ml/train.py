@@ -207,7 +207,6 @@ def _run(options: TrainOptions, ctx: distributed.Context, device: torch.device) 
     extra = {
         "class_set": class_set.to_dict(),
         "options": options.to_dict(),
-        "slicing": recipe.slicing(options),
     }
     speeds: list[float] = []
     peak = 0
@@ -339,10 +338,7 @@ def _finish(
             card=card,
             class_set=class_set.to_dict(),
             options=options.to_dict(),
-            slicing=recipe.slicing(options),
-            score_threshold_source=(
-                "option" if options.score_threshold is not None else "validation best F1"
-            ),
+            score_threshold_source=recipe.score_threshold_source(options, metrics["val"]),
         )
         summary["score_threshold"] = info.score_threshold
         write_json(summary, options.out / METRICS, indent=2)

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import click
 
+from trashmap.settings import MAX_SLICE_OVERLAP
+
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 OUT_DIR = click.Path(file_okay=False, path_type=Path)
@@ -312,7 +314,10 @@ class TrainOptions:
         ),
     ] = None
     slice_overlap: Annotated[
-        float, Flag("Overlap of neighbouring tiles, as a share of the side.", min=0, max=0.9)
+        float,
+        Flag(
+            "Overlap of neighbouring tiles, as a share of the side.", min=0, max=MAX_SLICE_OVERLAP
+        ),
     ] = 0.2
     name: Annotated[str, Flag("Model name.")] = "trashmap"
     version: Annotated[str | None, Flag("Model version (default: start time, UTC).")] = None

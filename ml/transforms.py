@@ -81,7 +81,9 @@ class RandomBoxCrop(v2.Transform):
         return self._call_kernel(F.crop, inpt, **params)
 
     def forward(self, *inputs: Any) -> Any:
-        """Crop, then drop the boxes left outside the window."""
+        """Crop, then drop the boxes left outside the window (zero-area after the crop):
+        the zoom-out and IoU crop that follow in train_transforms need real boxes; the final
+        sanitize there covers what the resize makes degenerate."""
         return self._sanitize(super().forward(*inputs))
 
 

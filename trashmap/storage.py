@@ -314,8 +314,11 @@ class S3Storage:
 
     def check(self) -> None:
         # One HEAD on the bucket: the server answers and the credentials may use it.
-        with self._errors(""):
-            self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with self._errors(""):
+                self.client.head_bucket(Bucket=self.bucket)
+        except PhotoBytesMissing:  # a 404 here is the bucket's, not an object's
+            raise StorageUnavailable(f"{self.url}: no bucket {self.bucket!r}") from None
 
     def ensure_bucket(self) -> None:
         """Create the bucket when the server has none of that name (tests, first start)."""

@@ -86,4 +86,8 @@ def restart_process() -> NoReturn:
     logging.shutdown()  # flush what was logged before the image is replaced
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "trashmap", *sys.argv[1:]])
+    try:
+        os.execv(sys.executable, [sys.executable, "-m", "trashmap", *sys.argv[1:]])
+    except OSError as exc:  # logging is shut down: say it on stderr, exit for the supervisor
+        print(f"trashmap worker: cannot restart itself ({exc}); exiting", file=sys.stderr)
+        os._exit(1)

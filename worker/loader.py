@@ -61,7 +61,6 @@ class ModelLoader:
         self.pinned = pinned and settings.weights is not None
         self.cache_size = max(1, cache_size)
         self.current: Model | None = None
-        self.input_size: tuple[int, int] = (settings.min_size or 800, settings.max_size or 1333)
         # What photos are decoded for (see decode); None = at native resolution.
         self.decode_target: tuple[int, int] | None = None
         self.device: str = "cpu"
@@ -141,7 +140,11 @@ class ModelLoader:
         if version_id is not None and (
             self.current is None or version_id != self.current.version_id
         ):
-            target = self._decode_target(self.resolve(version_id))
+            with self._lock:
+                model = self._cache.get(version_id)
+            # Not loaded yet: native pixels suit any model, and loading is the batch's job
+            # (a slow load must not fail the photo as a slow decode).
+            target = self._decode_target(model) if model is not None else None
         return decode_oriented(data, target=target)
 
     def _decode_target(self, model: Model) -> tuple[int, int] | None:
@@ -151,7 +154,6 @@ class ModelLoader:
 
     def _switch(self, model: Model) -> Model:
         self.current = model
-        self.input_size = _batch_predictor(model).detector.input_size
         self.decode_target = self._decode_target(model)
         metrics.set_model(model.version_id, model.label)
         return model

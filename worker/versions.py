@@ -53,7 +53,8 @@ def register_checkpoint(session: Session, path: Path) -> tuple[ModelVersion, boo
             )
         row.weights_sha256 = sha256
         row.metrics = {**(row.metrics or {}), **metrics}
-        row.card = card or row.card
+        # The same weights: a card already stored (`ml bootstrap` adds the CV to it) stays.
+        row.card = row.card or card
         return row, False
     row = ModelVersion(
         name=info.name,

@@ -6,7 +6,9 @@ holds it forever, every later photo waits behind it and fails, and the heartbeat
 process looking alive. Celery's hard time limit only covers the prefork pool. So a thread
 here looks at when the running batch began; past `limit_s` it dumps every thread's stack
 (the operator's clue) and starts the process afresh, which ends the stuck thread with it.
-The photos it held lose their lease and are re-queued by the reconciler.
+The photos it held lose their lease and are re-queued by the reconciler. (A native call that
+never releases the GIL stops this thread too; the heartbeat then stops with it, so the
+leases expire and the photos move to another worker all the same.)
 """
 
 from __future__ import annotations

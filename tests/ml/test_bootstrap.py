@@ -132,6 +132,7 @@ def test_bootstrap_resumes_after_a_failed_register_then_skips_everything(
     assert row.card["model"]["version"] == summary["model_card"]["model"]["version"]
     assert summary["model_card"]["cross_validation"]["folds"] == 2
     assert row.card["cross_validation"]["folds"] == 2  # the registry's card has the CV too
+    assert any("2-fold cross-validation" in limit for limit in row.card["limits"])
     assert "2-fold cross-validation" in (out / "MODEL_CARD.md").read_text()
 
     # 3. Everything finished: a rerun skips every stage, and quickly.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,6 +166,17 @@ def test_generated_shapes_dataset(shapes: Path) -> None:
     assert image.dtype == torch.uint8 and image.shape[0] == 3
 
 
+def _detection_on(annotation: dict[str, Any], score: float, label: int) -> dict[str, Any]:
+    """An evaluation result with one box exactly on `annotation`'s."""
+    x, y, w, h = annotation["bbox"]
+    return {
+        "image_id": annotation["image_id"],
+        "boxes": [[x, y, x + w, y + h]],
+        "scores": [score],
+        "labels": [label],
+    }
+
+
 def test_litter_outside_the_class_set_is_ignored_in_scoring_never_background(
     shapes: Path,
 ) -> None:
@@ -178,38 +190,8 @@ def test_litter_outside_the_class_set_is_ignored_in_scoring_never_background(
     crowd = [a for a in gt["annotations"] if a["iscrowd"]]
     assert len(crowd) == 2 * len(triangles)  # an ignore region for every class
     real = [a for a in gt["annotations"] if not a["iscrowd"]]
-    perfect = [
-        {
-            "image_id": a["image_id"],
-            "boxes": [
-                [
-                    a["bbox"][0],
-                    a["bbox"][1],
-                    a["bbox"][0] + a["bbox"][2],
-                    a["bbox"][1] + a["bbox"][3],
-                ]
-            ],
-            "scores": [0.5],
-            "labels": [a["category_id"]],
-        }
-        for a in real
-    ]
-    on_triangles = [
-        {
-            "image_id": a["image_id"],
-            "boxes": [
-                [
-                    a["bbox"][0],
-                    a["bbox"][1],
-                    a["bbox"][0] + a["bbox"][2],
-                    a["bbox"][1] + a["bbox"][3],
-                ]
-            ],
-            "scores": [0.99],
-            "labels": [1],
-        }
-        for a in triangles
-    ]
+    perfect = [_detection_on(a, 0.5, a["category_id"]) for a in real]
+    on_triangles = [_detection_on(a, 0.99, 1) for a in triangles]
     metrics = coco_metrics(gt, perfect + on_triangles, no_triangles.classes)
     assert metrics["map"] == pytest.approx(1.0)
     # Training: images with triangles are left out, or the triangles become 'other litter'.

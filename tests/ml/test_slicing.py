@@ -90,4 +90,4 @@ def test_slice_settings_travel_in_the_checkpoint_and_the_operator_overrides_them
     assert checkpoint_slicing({CHECKPOINT_KEY: stored.to_dict()}) == stored
     assert (stored.describe(), SliceOptions().describe()) == ("768 px tiles, overlap 0.25", "off")
     with pytest.raises(ValueError, match="overlap"):
-        SliceOptions(size=256, overlap=1.0)
+        SliceOptions(size=256, overlap=0.95)

@@ -80,7 +80,7 @@ def test_run_folder_and_self_describing_checkpoint(
     # The workers' threshold is the one with the best F1 on the validation split.
     chosen = info.metrics["val"]["best_f1"]
     assert 0 < chosen["f1"] <= 1 and info.score_threshold == pytest.approx(chosen["threshold"])
-    assert payload["score_threshold_source"] == "validation best F1"
+    assert payload["score_threshold_source"] == "best F1 at IoU 0.5 on the validation split"
     assert info.version == options.version or len(info.version) == 14  # UTC start time
     assert info.metrics["best_epoch"] == result.best_epoch
     assert info.metrics["val"]["map"] == result.val_metrics["map"]

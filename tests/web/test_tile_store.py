@@ -63,6 +63,8 @@ def test_seed_stores_every_occupied_tile_up_to_max_zoom(  # type: ignore[no-unty
         cli, ["tiles", "seed", "--max-zoom", "3"], env=settings_env(pg_settings)
     )
     assert result.exit_code == 0, result.output
+    with session_scope(pg_sessions) as session:
+        seeded_at = session.scalar(sa.text("SELECT max(built_at) FROM tile_store"))
     anchor = next(d for d in seeded.detections if d.photo.lat is not None)
     for z in range(4):
         x, y = tile_of(anchor.photo.lat, anchor.photo.lon, z)
@@ -75,3 +77,36 @@ def test_seed_stores_every_occupied_tile_up_to_max_zoom(  # type: ignore[no-unty
         cli, ["tiles", "seed", "--max-zoom", "3"], env=settings_env(pg_settings)
     )
     assert again.exit_code == 0 and "are current" in again.output
+    with session_scope(pg_sessions) as session:  # nothing changed: nothing was rebuilt
+        rebuilt = session.scalar(
+            sa.text("SELECT count(*) FROM tile_store WHERE built_at > :t"), {"t": seeded_at}
+        )
+    assert rebuilt == 0
+
+
+def test_a_store_that_refuses_the_write_still_serves_the_tile(  # type: ignore[no-untyped-def]
+    app, client, pg_engine, seeded, caplog
+) -> None:
+    anchor = next(d for d in seeded.detections if d.photo.lat is not None)
+    x, y = tile_of(anchor.photo.lat, anchor.photo.lon, 5)
+    with pg_engine.begin() as conn:  # as a read-only replica or a full disk would
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION refuse_tile() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'tile store refuses writes'; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON tile_store "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_tile()"
+            )
+        )
+    try:
+        response = client.get(f"/api/v1/tiles/5/{x}/{y}.mvt")
+        assert response.status_code == 200 and _decode(bytes(response.data))
+        assert "not stored" in caplog.text
+    finally:
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER refuse ON tile_store"))
+            conn.execute(sa.text("DROP FUNCTION refuse_tile()"))

@@ -178,7 +178,7 @@ def _run_one(settings: Settings, sessions: sessionmaker[Session]) -> list:  # ty
     batcher = Batcher(loader.resolve, 8, 0.0, 100)
     try:
         data = (PHOTOS_DIR / NORMAL[1]).read_bytes()
-        image = decode_oriented(data, target=loader.input_size)[0]
+        image = loader.decode(data)[0]
         return batcher.submit(1, image, model.version_id).result(timeout=120).found
     finally:
         batcher.close()

@@ -154,8 +154,15 @@ def test_a_reprocessing_run_decodes_for_the_version_it_runs(
     plain = _loader(pg_settings, pg_sessions, plain_path)
     assert plain.decode(data)[1] == 4.0, "its own model does not slice: draft decoding"
     # Reprocessing with the sliced version: tiles need the native pixels, whatever runs now.
-    image, factor = plain.decode(data, sliced.current.version_id)
+    version = sliced.current.version_id
+    assert plain.decode(data, version)[1] == 1.0  # not loaded yet: native, as for any model
+    plain.resolve(version)  # the batch loads it
+    image, factor = plain.decode(data, version)
     assert (image.size, factor) == ((1600, 900), 1.0)
+    plain_version = plain.current.version_id  # type: ignore[union-attr]
+    assert sliced.decode(data, plain_version)[1] == 1.0  # not loaded in `sliced` yet
+    sliced.resolve(plain_version)
+    assert sliced.decode(data, plain_version)[1] == 4.0, "a loaded plain version: draft"
 
 
 def test_slice_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,7 +170,7 @@ def test_slice_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TRASHMAP_SLICE", "640")
     monkeypatch.setenv("TRASHMAP_SLICE_OVERLAP", "0.3")
     assert (Settings.from_env().slice_size, Settings.from_env().slice_overlap) == (640, 0.3)
-    monkeypatch.setenv("TRASHMAP_SLICE_OVERLAP", "1")
+    monkeypatch.setenv("TRASHMAP_SLICE_OVERLAP", "0.95")  # thousands of tiles a photo
     with pytest.raises(SettingsError, match="TRASHMAP_SLICE_OVERLAP"):
         Settings.from_env()
     monkeypatch.setenv("TRASHMAP_SLICE", "-1")

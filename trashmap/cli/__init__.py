@@ -414,6 +414,10 @@ def upload_cmd(
         click.echo(describe(result))
 
 
+# What the `ml` extra brings that its commands import.
+ML_MODULES = ("torch", "torchvision", "sklearn", "pycocotools", "scipy")
+
+
 def _register_command_modules() -> None:
     """Attach commands defined in other modules (each imports only click at module level)."""
     from ml.cli import bench_slicing, ml
@@ -425,8 +429,8 @@ def _register_command_modules() -> None:
     from trashmap.cli.storage import storage
     from trashmap.cli.tiles import tiles
 
-    _needs_extra(ml, "ml", "torch", "torchvision", "sklearn", "pycocotools")
-    _needs_extra(bench_slicing, "ml", "torch", "torchvision", "sklearn", "pycocotools")
+    _needs_extra(ml, "ml", *ML_MODULES)
+    _needs_extra(bench_slicing, "ml", *ML_MODULES)
     bench.add_command(bench_slicing)
     cli.add_command(ml)
     cli.add_command(keys)

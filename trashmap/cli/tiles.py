@@ -19,7 +19,7 @@ def tiles() -> None:
 @tiles.command("seed")
 @click.option(
     "--max-zoom",
-    type=click.IntRange(0, 24),
+    type=click.IntRange(0),
     default=DEFAULT_MAX_ZOOM,
     show_default=True,
     help="Deepest zoom pre-rendered; deeper tiles are built on their first request.",
@@ -37,7 +37,13 @@ def seed(max_zoom: int) -> None:
     from trashmap.db import make_engine, make_session_factory
     from web.query.features import is_postgis
     from web.query.filters import MapFilter
-    from web.query.tiles import occupied_tiles, read_tile
+    from web.query.tiles import DETAIL_ZOOM, occupied_tiles, read_tile
+
+    if max_zoom > DETAIL_ZOOM:  # deeper tiles are never stored: seeding them would be waste
+        raise click.BadParameter(
+            f"the tile store keeps zooms 0-{DETAIL_ZOOM}; deeper tiles are built per request",
+            param_hint="--max-zoom",
+        )
 
     sessions = make_session_factory(make_engine(migrated_settings()))
     flt = MapFilter()

@@ -18,16 +18,20 @@ its signature always come from one statement (one snapshot).
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from trashmap.models import Detection, Photo
 from web.query.filters import MapFilter, box_term
 from web.query.rollup import COUNTS, DELTAS, MAX_LEVEL, cell_of, score_bin
+
+logger = logging.getLogger(__name__)
 
 LAYER = "detections"
 EXTENT = 4096
@@ -203,13 +207,25 @@ def read_tile(
         return (int(epoch), int(changes)), bytes(data)
     signature, built = build_tile(session, flt, z, x, y)
     if built:  # an empty tile costs one index probe to build, and there are 4^z of them
-        epoch, changes = signature
-        params = {"key": key, "z": z, "x": x, "y": y, "epoch": epoch, "changes": changes}
-        # A cache: a write lost in a crash is rebuilt, so the request waits for no flush.
-        session.execute(sa.text("SET LOCAL synchronous_commit = off"))
-        session.execute(_STORE, {**params, "data": built})
-        session.commit()
+        _store(session, key, (z, x, y), signature, built)
     return signature, built
+
+
+def _store(
+    session: Session, key: str, tile: tuple[int, int, int], signature: Signature, data: bytes
+) -> None:
+    """Keep a built tile for every process. The store is a cache: a write that fails (a
+    read-only replica, a timeout) costs the next request a build, never this one its tile."""
+    z, x, y = tile
+    params = {"key": key, "z": z, "x": x, "y": y, "epoch": signature[0], "changes": signature[1]}
+    try:
+        # A write lost in a crash is rebuilt, so the request waits for no flush.
+        session.execute(sa.text("SET LOCAL synchronous_commit = off"))
+        session.execute(_STORE, {**params, "data": data})
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        logger.warning("tile %s not stored (it is served all the same): %s", key, exc)
 
 
 def build_tile(session: Session, flt: MapFilter, z: int, x: int, y: int) -> tuple[Signature, bytes]:

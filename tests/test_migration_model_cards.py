@@ -3,7 +3,6 @@ keeping the versions registered before it."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -11,9 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL, embedded_settings
+from tests.conftest import embedded_settings, temporary_database
 from trashmap import migrate
 from trashmap.settings import Settings
 
@@ -28,20 +26,8 @@ def settings(request: pytest.FixtureRequest, tmp_path) -> Iterator[Settings]:  #
     if request.param == "sqlite":
         yield embedded_settings(tmp_path)
         return
-    name = f"trashmap_card_{uuid.uuid4().hex[:8]}"
-    url = make_url(PG_URL)
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield replace(
-            Settings.from_env(),
-            database_url=url.set(database=name).render_as_string(hide_password=False),
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database("trashmap_card") as database_url:
+        yield replace(Settings.from_env(), database_url=database_url)
 
 
 def _card_column(engine: sa.Engine) -> dict[str, Any] | None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 from alembic.util.exc import CommandError
-from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL, embedded_settings
+from tests.conftest import embedded_settings, temporary_database
 from trashmap import migrate
 from trashmap.models import Base
 from trashmap.settings import Settings
@@ -42,21 +40,8 @@ def test_sqlite_upgrade_check_and_downgrade(tmp_path) -> None:  # type: ignore[n
 
 
 def test_postgresql_upgrade_check_and_downgrade() -> None:
-    name = f"trashmap_mig_{uuid.uuid4().hex[:8]}"
-    url = make_url(PG_URL)
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        settings = replace(
-            Settings.from_env(),
-            database_url=url.set(database=name).render_as_string(hide_password=False),
-        )
-        _check_round_trip(settings)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database("trashmap_mig") as database_url:
+        _check_round_trip(replace(Settings.from_env(), database_url=database_url))
 
 
 def test_check_detects_drift(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL, REDIS_URL, ROOT
+from tests.conftest import REDIS_URL, ROOT, temporary_database
 
 
 def test_concurrent_uploads_are_stored_once_and_all_processed(tmp_path, record) -> None:  # type: ignore[no-untyped-def]
-    name = f"trashmap_load_{uuid.uuid4().hex[:8]}"
-    url = make_url(PG_URL)
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    database_url = url.set(database=name).render_as_string(hide_password=False)
-    try:
+    with temporary_database("trashmap_load") as database_url:
         out = tmp_path / "load.json"
         result = subprocess.run(
             [
@@ -74,7 +66,3 @@ def test_concurrent_uploads_are_stored_once_and_all_processed(tmp_path, record) 
         assert report["jobs_run"] == len(stored)  # one detection job per stored photo
         assert report["jobs_run_more_than_once"] == 0
         assert result.returncode == 0, result.stdout[-2000:]
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()

@@ -31,7 +31,7 @@ from ml.synthetic import (
     background,
     colour,
     draw_shape,
-    overlaps,
+    place,
     save_with_orientation,
     shape_annotation,
 )
@@ -136,16 +136,13 @@ def _scene(
     # mostly large ones, which would skew the sizes towards small.
     for w_in, h_in in sorted(sizes, key=lambda size: size[0] * size[1], reverse=True):
         w, h = max(2, round(w_in / scale)), max(2, round(h_in / scale))
-        for _attempt in range(50):
-            x, y = rng.randint(1, width - w - 1), rng.randint(1, height - h - 1)
-            if not overlaps((x, y, w, h), placed):
-                break
-        else:
+        box = place(rng, width, height, (w, h), placed)
+        if box is None:
             continue
         shape = rng.choice(SHAPES)
-        draw_shape(draw, shape, x, y, w, colour(rng, HUES[shape]), height=h)
-        placed.append((x, y, w, h))
-        objects.append((shape, (x, y, w, h)))
+        draw_shape(draw, shape, box[0], box[1], w, colour(rng, HUES[shape]), height=h)
+        placed.append(box)
+        objects.append((shape, box))
     return image, objects
 
 

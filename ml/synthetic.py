@@ -6,8 +6,10 @@ No download needed and the boxes are exact, so a training loop that works must l
 from __future__ import annotations
 
 import colorsys
+import functools
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,30 @@ def overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, i
     )
 
 
+def _square(rng: random.Random, smallest: int, largest: int) -> tuple[int, int]:
+    side = rng.randint(smallest, largest)
+    return side, side
+
+
+def place(
+    rng: random.Random,
+    width: int,
+    height: int,
+    size: tuple[int, int] | Callable[[], tuple[int, int]],
+    placed: list[tuple[int, int, int, int]],
+    attempts: int = 50,
+) -> tuple[int, int, int, int] | None:
+    """x, y, w, h of a box of `size` (or of `size()`, drawn anew each attempt) at a random
+    spot inside the image, off its border, overlapping none of `placed`; None when no
+    attempt finds room."""
+    for _ in range(attempts):
+        w, h = size() if callable(size) else size
+        x, y = rng.randint(1, width - w - 1), rng.randint(1, height - h - 1)
+        if not overlaps((x, y, w, h), placed):
+            return x, y, w, h
+    return None
+
+
 def draw_shape(
     draw: ImageDraw.ImageDraw,
     shape: str,
@@ -150,20 +176,16 @@ def make_shapes_dataset(
         draw = ImageDraw.Draw(image)
         placed: list[tuple[int, int, int, int]] = []
         count = 0 if index >= spec.images else rng.randint(spec.min_objects, spec.max_objects)
+        largest = min(spec.max_side, width - 2, height - 2)
         for _ in range(count):
-            for _attempt in range(50):
-                side = rng.randint(spec.min_side, min(spec.max_side, width - 2, height - 2))
-                x, y = rng.randint(1, width - side - 1), rng.randint(1, height - side - 1)
-                if not overlaps((x, y, side, side), placed):
-                    break
-            else:
+            side = functools.partial(_square, rng, spec.min_side, largest)
+            box = place(rng, width, height, side, placed)
+            if box is None:
                 continue
             shape = rng.choice(SHAPES)
-            draw_shape(draw, shape, x, y, side, colour(rng, HUES[shape]))
-            placed.append((x, y, side, side))
-            annotations.append(
-                shape_annotation(len(annotations) + 1, index + 1, shape, (x, y, side, side))
-            )
+            draw_shape(draw, shape, box[0], box[1], box[2], colour(rng, HUES[shape]))
+            placed.append(box)
+            annotations.append(shape_annotation(len(annotations) + 1, index + 1, shape, box))
         image_name = f"{spec.folder}/{index + 1:05d}{spec.suffix}"
         save_with_orientation(image, out_dir / image_name, spec.orientation)
         images.append({"id": index + 1, "file_name": image_name, "width": width, "height": height})

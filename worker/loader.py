@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from PIL import Image
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from trashmap.db import session_scope
@@ -247,23 +248,30 @@ def register_untrained(sessions: sessionmaker[Session], detector: Detector) -> i
     """
     info = detector.info
     metrics = {**(info.metrics or {}), UNTRAINED_KEY: True}
-    with session_scope(sessions) as session:
-        row = session.scalar(
-            select(ModelVersion).where(
-                ModelVersion.name == info.name, ModelVersion.version == info.version
-            )
-        )
-        if row is None:
-            row = ModelVersion(
-                name=info.name,
-                version=info.version,
-                arch=info.arch,
-                weights_sha256=detector.weights_sha256,
-                class_names=list(info.class_names),
-                metrics=metrics,
-            )
-            session.add(row)
-            session.flush()
-        elif not row.untrained:  # a row registered before untrained rows were marked
-            row.metrics = {**(row.metrics or {}), **metrics}
-        return row.id
+    for attempt in range(2):
+        try:
+            with session_scope(sessions) as session:
+                row = session.scalar(
+                    select(ModelVersion).where(
+                        ModelVersion.name == info.name, ModelVersion.version == info.version
+                    )
+                )
+                if row is None:
+                    row = ModelVersion(
+                        name=info.name,
+                        version=info.version,
+                        arch=info.arch,
+                        weights_sha256=detector.weights_sha256,
+                        class_names=list(info.class_names),
+                        metrics=metrics,
+                    )
+                    session.add(row)
+                    session.flush()
+                elif not row.untrained:  # a row registered before untrained rows were marked
+                    row.metrics = {**(row.metrics or {}), **metrics}
+                return row.id
+        except IntegrityError:
+            # Workers started together insert the same row; the loser reads the winner's.
+            if attempt:
+                raise
+    raise AssertionError("unreachable")

@@ -78,7 +78,11 @@ def test_api_matches_its_openapi_document(live_api, staff_headers) -> None:  # t
     assert len(operations) >= 11
     for operation in operations:
         _run(operation, GenerationMode.POSITIVE, staff_headers, None)
-        _run(operation, GenerationMode.NEGATIVE, staff_headers, NEGATIVE_CHECKS)
+        # OGC API - Features declares the limit's maximum and requires a larger one to be
+        # served as the maximum, not refused: "invalid data accepted" does not apply there.
+        ogc_items = operation.path.startswith("/ogc/") and operation.path.endswith("/items")
+        checks = [c for c in NEGATIVE_CHECKS if not (ogc_items and c is negative_data_rejection)]
+        _run(operation, GenerationMode.NEGATIVE, staff_headers, checks)
 
 
 def test_openapi_lists_every_api_route(app) -> None:  # type: ignore[no-untyped-def]

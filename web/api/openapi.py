@@ -543,10 +543,8 @@ def _ogc_operations() -> dict[str, Any]:
             collection_id,
             _query(
                 "limit",
-                # No `maximum`: OGC API - Features serves a larger limit as the server's
-                # maximum instead of refusing it, and so does /ogc.
-                {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT},
-                f"features per page (a value above {MAX_LIMIT} is served as {MAX_LIMIT})",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "features per page (a larger value is served as the maximum)",
             ),
             _query(
                 "datetime",
